@@ -1,0 +1,91 @@
+"""Command line: run (the default), check-config, migrate."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from .config import Config, ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, dev=getattr(args, "dev", False))
+    except ConfigError as exc:
+        print(f"{args.config}: configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    command = args.command or "run"
+    if command == "check-config":
+        print(f"{args.config}: ok ({len(config.routes)} routes, {len(config.upstreams)} upstreams)")
+        return 0
+    if command == "migrate":
+        return asyncio.run(_migrate(config))
+    return _run(config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    default_config = os.environ.get("GATEWAY_CONFIG", "gateway.yaml")
+    parser = argparse.ArgumentParser(prog="toutiao-gateway", description="Authentication gateway for toutiao.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="path to gateway.yaml (env GATEWAY_CONFIG)")
+    parser.add_argument("--config", default=default_config, help="path to gateway.yaml (env GATEWAY_CONFIG)")
+    parser.add_argument("--dev", action="store_true",
+                        help="development mode: make up a random JWT secret when none is configured")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", parents=[common], help="serve (the default)")
+    run.add_argument("--dev", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
+    sub.add_parser("migrate", parents=[common], help="create the user tables (idempotent)")
+    return parser
+
+
+def _run(config: Config) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    logging.basicConfig(level=config.server.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("gateway")
+    if config.jwt.generated:
+        log.warning("=" * 72)
+        log.warning("DEVELOPMENT MODE: jwt.secret was not set, so a random one was made up.")
+        log.warning("Tokens issued now will NOT survive a restart. Never run like this in production.")
+        log.warning("=" * 72)
+    app = create_app(config)
+    log.info("listening on http://%s:%d", config.server.host, config.server.port)
+    web.run_app(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        access_log=logging.getLogger("gateway.access") if config.server.access_log else None,
+        print=None,
+    )
+    return 0
+
+
+async def _migrate(config: Config) -> int:
+    from .errors import ServiceUnavailable
+    from .stores.users import open_user_store
+
+    try:
+        users = await open_user_store(config.database.url, 1)
+        try:
+            await users.migrate()
+        finally:
+            await users.close()
+    except (ServiceUnavailable, OSError) as exc:
+        print(f"migrate: database unavailable: {exc}", file=sys.stderr)
+        return 1
+    print("migrate: user_basic and user_profile are in place")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The gateway's one error family.
+
+    GatewayError                 status, message, headers
+    ├── BadRequest               400
+    ├── Unauthorized             401  (carries WWW-Authenticate)
+    ├── Forbidden                403
+    ├── NotFound                 404
+    ├── MethodNotAllowed         405
+    ├── PayloadTooLarge          413
+    ├── InternalError            500
+    ├── BadGateway               502
+    ├── ServiceUnavailable       503  (a store the gateway needs is down)
+    └── GatewayTimeout           504
+
+Stages raise these; `render_errors` in middleware.py turns them into JSON.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+
+class GatewayError(Exception):
+    status = 500
+    message = "Internal server error."
+
+    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
+        self.message = message or type(self).message
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+
+class BadRequest(GatewayError):
+    status = 400
+    message = "Bad request."
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    message = "User must be authorized."
+
+
+class Forbidden(GatewayError):
+    status = 403
+    message = "Forbidden."
+
+
+class NotFound(GatewayError):
+    status = 404
+    message = "Not found."
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    message = "Method not allowed."
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    message = "Request body too large."
+
+
+class InternalError(GatewayError):
+    status = 500
+
+
+class BadGateway(GatewayError):
+    status = 502
+    message = "Bad gateway."
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    message = "Service unavailable."
+
+
+class GatewayTimeout(GatewayError):
+    status = 504
+    message = "Gateway timeout."
+
+
+BY_STATUS: dict[int, type[GatewayError]] = {
+    cls.status: cls
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge,
+                InternalError, BadGateway, ServiceUnavailable, GatewayTimeout)
+}

@@ -1,0 +1,49 @@
+"""The one place errors become responses: always JSON `{"message": ...}`."""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .errors import BY_STATUS, GatewayError, InternalError
+from .proxy.headers import SERVER
+
+log = logging.getLogger("gateway")
+
+
+def render(error: GatewayError) -> web.Response:
+    response = web.json_response({"message": error.message}, status=error.status)
+    response.headers.update(error.headers)
+    return response
+
+
+def _from_http_exception(exc: web.HTTPException) -> GatewayError:
+    cls = BY_STATUS.get(exc.status)
+    if cls is not None:
+        return cls()
+    error = GatewayError(exc.reason + ".")
+    error.status = exc.status
+    return error
+
+
+@web.middleware
+async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as error:
+        return render(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = _from_http_exception(exc)
+        if exc.status == 405:
+            error.headers["Allow"] = exc.headers.get("Allow", "")
+        return render(error)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return render(InternalError())
+
+
+async def set_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER

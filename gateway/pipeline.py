@@ -1,0 +1,38 @@
+"""The proxy pipeline: match → authenticate → authorize → mutate → forward.
+
+Errors raised by any stage are rendered by `middleware.render_errors`. A
+request refused before `forward` never reaches an upstream, and its body is
+never read.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import keys
+from .auth.authenticate import authenticate
+from .errors import NotFound
+from .proxy.headers import request_id, upstream_request_headers
+from .routing import auth_mode, normalize_path
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    raw_path, _, query = request.raw_path.partition("?")
+    path = normalize_path(raw_path)
+    route = app[keys.ROUTES].match(path)
+    if route is None:
+        raise NotFound("No route matches this path.")
+    headers = request.headers
+    claims = authenticate(app[keys.TOKENS], headers.get("Authorization"), auth_mode(route, request.method))
+    req_id = request_id(headers)
+    upstream_headers = upstream_request_headers(
+        headers,
+        user_id=claims.user_id if claims is not None else None,
+        forward_authorization=route.forward_authorization,
+        peer=request.remote or "",
+        scheme=request.scheme,
+        host=headers.get("Host"),
+        req_id=req_id,
+    )
+    path_qs = f"{path}?{query}" if query else path
+    return await app[keys.FORWARDER].forward(request, route.upstream, path_qs, upstream_headers, req_id)

@@ -1,0 +1,118 @@
+"""Matching a request to a route.
+
+The request path is normalized once (`normalize_path`); the normalized path is
+the one that is authorized and the one that is forwarded, so the gateway and
+the upstream can never disagree about which resource was asked for.
+"""
+from __future__ import annotations
+
+import string
+from typing import TYPE_CHECKING, Iterable
+
+from .errors import BadRequest
+
+if TYPE_CHECKING:
+    from .config import RouteConfig
+
+AUTH_MODES = ("public", "optional", "required")
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_HEX = frozenset(string.hexdigits)
+# Encoded characters that would change how the path splits into segments.
+_FORBIDDEN_ENCODED = {"2F": "an encoded slash", "5C": "an encoded backslash", "00": "an encoded NUL"}
+
+
+class BadPath(ValueError):
+    pass
+
+
+def normalize_path(raw: str) -> str:
+    """Decode unreserved percent-escapes, merge slashes, resolve dot segments.
+
+    Raises BadRequest for an encoded slash, backslash or NUL, a bad escape,
+    a control character, or a path that climbs above the root.
+    """
+    try:
+        return _normalize(raw)
+    except BadPath as exc:
+        raise BadRequest(f"Invalid path: {exc}.") from None
+
+
+def normalize_route_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError("must start with /")
+    try:
+        normalized = _normalize(path)
+    except BadPath as exc:
+        raise ValueError(str(exc)) from None
+    return normalized.rstrip("/") or "/"
+
+
+def _normalize(raw: str) -> str:
+    if not raw.startswith("/"):
+        raise BadPath("it must start with /")
+    if "\\" in raw:
+        raise BadPath("it contains a backslash")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw):
+        raise BadPath("it contains a control character")
+    decoded = _decode_unreserved(raw) if "%" in raw else raw
+    segments: list[str] = []
+    parts = decoded.split("/")
+    for part in parts[1:]:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not segments:
+                raise BadPath("it climbs above the root")
+            segments.pop()
+        else:
+            segments.append(part)
+    trailing = parts[-1] in ("", ".", "..") and bool(segments)
+    return "/" + "/".join(segments) + ("/" if trailing else "")
+
+
+def _decode_unreserved(raw: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        char = raw[i]
+        if char != "%":
+            out.append(char)
+            i += 1
+            continue
+        hexpair = raw[i + 1:i + 3]
+        if len(hexpair) != 2 or not set(hexpair) <= _HEX:
+            raise BadPath("it has a malformed percent-escape")
+        hexpair = hexpair.upper()
+        if hexpair in _FORBIDDEN_ENCODED:
+            raise BadPath(f"it contains {_FORBIDDEN_ENCODED[hexpair]}")
+        decoded = chr(int(hexpair, 16))
+        out.append(decoded if decoded in _UNRESERVED else "%" + hexpair)
+        i += 3
+    return "".join(out)
+
+
+class RouteTable:
+    """Longest whole-segment prefix wins: /v1_0/articles matches /v1_0/articles/1, not /v1_0/articlesX."""
+
+    def __init__(self, routes: Iterable[RouteConfig]) -> None:
+        self._by_path = {route.path: route for route in routes}
+
+    def match(self, path: str) -> RouteConfig | None:
+        by_path = self._by_path
+        candidate = path.rstrip("/") or "/"
+        while True:
+            route = by_path.get(candidate)
+            if route is not None:
+                return route
+            if candidate == "/":
+                return None
+            candidate = candidate[:candidate.rfind("/")] or "/"
+
+
+def auth_mode(route: RouteConfig, method: str) -> str:
+    """The route's mode for this method; HEAD follows GET; unnamed methods follow "*"."""
+    modes = route.auth
+    mode = modes.get(method)
+    if mode is None and method == "HEAD":
+        mode = modes.get("GET")
+    return mode or modes["*"]

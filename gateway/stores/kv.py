@@ -1,0 +1,67 @@
+"""Key-value connections: a real Redis (redis.asyncio), or `memory://` for one instance.
+
+`MemoryKV` speaks the subset of the redis.asyncio API that the stores use,
+with the same expiry behaviour, so a store is written once for both.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Protocol
+
+import redis.asyncio as aioredis
+
+
+class KeyValue(Protocol):
+    async def get(self, name: str) -> Any: ...
+    async def set(self, name: str, value: str, ex: int | None = None) -> Any: ...
+    async def getdel(self, name: str) -> Any: ...
+    async def delete(self, *names: str) -> Any: ...
+    async def ttl(self, name: str) -> Any: ...
+
+
+class MemoryKV:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._data: dict[str, tuple[str, float | None]] = {}
+        self._clock = clock
+
+    def _live(self, name: str) -> str | None:
+        item = self._data.get(name)
+        if item is None:
+            return None
+        value, deadline = item
+        if deadline is not None and deadline <= self._clock():
+            del self._data[name]
+            return None
+        return value
+
+    async def get(self, name: str) -> str | None:
+        return self._live(name)
+
+    async def set(self, name: str, value: str, ex: int | None = None) -> bool:
+        deadline = None if ex is None else self._clock() + ex
+        self._data[name] = (str(value), deadline)
+        return True
+
+    async def getdel(self, name: str) -> str | None:
+        value = self._live(name)
+        self._data.pop(name, None)
+        return value
+
+    async def delete(self, *names: str) -> int:
+        return sum(self._data.pop(name, None) is not None for name in names)
+
+    async def ttl(self, name: str) -> int:
+        if self._live(name) is None:
+            return -2
+        deadline = self._data[name][1]
+        return -1 if deadline is None else max(0, round(deadline - self._clock()))
+
+    async def aclose(self) -> None:
+        self._data.clear()
+
+
+def connect(url: str) -> KeyValue:
+    if url == "memory://":
+        return MemoryKV()
+    return aioredis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=2)
+

@@ -1,0 +1,63 @@
+"""Users in the toutiao tables `user_basic` and `user_profile`.
+
+One interface, `UserStore`; `open_user_store(url)` picks MySQL (aiomysql) or
+SQLite (aiosqlite). Handlers never see SQL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+STATUS_DISABLED = 0
+STATUS_ENABLED = 1
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: int
+    mobile: str
+    name: str
+    status: int
+    account: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.status == STATUS_ENABLED
+
+
+class UserStore(Protocol):
+    async def migrate(self) -> None: ...
+    async def get_by_id(self, user_id: int) -> User | None: ...
+    async def get_by_mobile(self, mobile: str) -> User | None: ...
+    async def register(self, user_id: int, mobile: str) -> User:
+        """Create the user (and an empty profile) unless the mobile exists; return whichever won."""
+    async def touch_login(self, user_id: int) -> None: ...
+    async def set_status(self, user_id: int, status: int) -> None: ...
+    async def close(self) -> None: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+USER_COLUMNS = "user_id, mobile, user_name, status, account"
+
+
+def user_from_row(row: tuple[object, ...] | None) -> User | None:
+    if row is None:
+        return None
+    user_id, mobile, name, status, account = row
+    return User(int(user_id), str(mobile), str(name), int(status), account)  # type: ignore[call-overload]
+
+
+async def open_user_store(url: str, pool_size: int = 10) -> UserStore:
+    if url.startswith("mysql://"):
+        from .users_mysql import MySQLUserStore
+
+        return await MySQLUserStore.open(url, pool_size)
+    if url.startswith("sqlite://"):
+        from .users_sqlite import SQLiteUserStore
+
+        return await SQLiteUserStore.open(url)
+    raise ValueError(f"unsupported database url: {url.split('://', 1)[0]}")

@@ -1,0 +1,110 @@
+"""UserStore on MySQL/MariaDB through an aiomysql pool."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import aiomysql
+import pymysql
+from yarl import URL
+
+from . import StoreUnavailable, schema
+from .users import USER_COLUMNS, User, user_from_row, utcnow
+
+log = logging.getLogger("gateway.stores.users")
+ER_DUP_ENTRY = 1062
+ER_LOCK_DEADLOCK = 1213
+
+
+class MySQLUserStore:
+    def __init__(self, pool: aiomysql.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, pool_size: int) -> MySQLUserStore:
+        parsed = URL(url)
+        pool = await aiomysql.create_pool(
+            host=parsed.host or "127.0.0.1",
+            port=parsed.port or 3306,
+            user=parsed.user or "root",
+            password=parsed.password or "",
+            db=parsed.path.lstrip("/") or "toutiao",
+            minsize=0,
+            maxsize=pool_size,
+            autocommit=True,
+            charset="utf8mb4",
+            connect_timeout=5,
+            pool_recycle=3600,
+        )
+        return cls(pool)
+
+    @asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[Any]:
+        try:
+            async with self._pool.acquire() as conn, conn.cursor() as cur:
+                yield cur
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError) as exc:
+            log.error("database unavailable: %s", exc)
+            raise StoreUnavailable() from None
+
+    async def migrate(self) -> None:
+        async with self._cursor() as cur:
+            for statement in schema.MYSQL:
+                await cur.execute(statement)
+
+    async def _one(self, where: str, arg: object) -> User | None:
+        async with self._cursor() as cur:
+            await cur.execute(f"SELECT {USER_COLUMNS} FROM user_basic WHERE {where} = %s", (arg,))
+            return user_from_row(await cur.fetchone())
+
+    async def get_by_id(self, user_id: int) -> User | None:
+        return await self._one("user_id", user_id)
+
+    async def get_by_mobile(self, mobile: str) -> User | None:
+        return await self._one("mobile", mobile)
+
+    async def register(self, user_id: int, mobile: str) -> User:
+        for _attempt in range(3):
+            try:
+                await self._insert(user_id, mobile)
+                break
+            except pymysql.err.IntegrityError as exc:
+                if exc.args[0] != ER_DUP_ENTRY:
+                    raise
+                break  # someone else registered this mobile first: theirs stands
+            except pymysql.err.OperationalError as exc:
+                if exc.args[0] != ER_LOCK_DEADLOCK:
+                    raise
+        user = await self.get_by_mobile(mobile)
+        if user is None:
+            raise StoreUnavailable()
+        return user
+
+    async def _insert(self, user_id: int, mobile: str) -> None:
+        async with self._cursor() as cur:
+            conn = cur.connection
+            await conn.begin()
+            try:
+                await cur.execute(
+                    "INSERT INTO user_basic (user_id, mobile, user_name, last_login, status)"
+                    " VALUES (%s, %s, %s, %s, 1)",
+                    (user_id, mobile, mobile, utcnow()),
+                )
+                await cur.execute("INSERT INTO user_profile (user_id) VALUES (%s)", (user_id,))
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise
+
+    async def touch_login(self, user_id: int) -> None:
+        async with self._cursor() as cur:
+            await cur.execute("UPDATE user_basic SET last_login = %s WHERE user_id = %s", (utcnow(), user_id))
+
+    async def set_status(self, user_id: int, status: int) -> None:
+        async with self._cursor() as cur:
+            await cur.execute("UPDATE user_basic SET status = %s WHERE user_id = %s", (status, user_id))
+
+    async def close(self) -> None:
+        self._pool.close()
+        await self._pool.wait_closed()

@@ -1,0 +1,84 @@
+"""UserStore on SQLite through aiosqlite: the embedded store for one instance.
+
+One connection; writes are serialized by a lock so that concurrent
+registrations of one mobile cannot interleave inside a transaction.
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import aiosqlite
+
+from . import StoreUnavailable, schema
+from .users import USER_COLUMNS, User, user_from_row, utcnow
+
+
+def sqlite_path(url: str) -> str:
+    path = url[len("sqlite://"):]
+    if path.startswith("/"):
+        path = path[1:]  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
+    return path or ":memory:"
+
+
+class SQLiteUserStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._write = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str) -> SQLiteUserStore:
+        try:
+            db = await aiosqlite.connect(sqlite_path(url))
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"Cannot open the database: {exc}") from None
+        store = cls(db)
+        await store.migrate()  # embedded mode: the schema comes with the file
+        return store
+
+    async def migrate(self) -> None:
+        async with self._write:
+            for statement in schema.SQLITE:
+                await self._db.execute(statement)
+            await self._db.commit()
+
+    async def _one(self, where: str, arg: object) -> User | None:
+        async with self._db.execute(f"SELECT {USER_COLUMNS} FROM user_basic WHERE {where} = ?", (arg,)) as cur:
+            return user_from_row(await cur.fetchone())  # type: ignore[arg-type]
+
+    async def get_by_id(self, user_id: int) -> User | None:
+        return await self._one("user_id", user_id)
+
+    async def get_by_mobile(self, mobile: str) -> User | None:
+        return await self._one("mobile", mobile)
+
+    async def register(self, user_id: int, mobile: str) -> User:
+        async with self._write:
+            cur = await self._db.execute(
+                "INSERT OR IGNORE INTO user_basic (user_id, mobile, user_name, last_login, status)"
+                " VALUES (?, ?, ?, ?, 1)",
+                (user_id, mobile, mobile, utcnow().isoformat(sep=" ")),
+            )
+            if cur.rowcount == 1:
+                await self._db.execute("INSERT INTO user_profile (user_id) VALUES (?)", (user_id,))
+            await self._db.commit()
+        user = await self.get_by_mobile(mobile)
+        assert user is not None
+        return user
+
+    async def _update(self, sql: str, args: tuple[object, ...]) -> None:
+        async with self._write:
+            await self._db.execute(sql, args)
+            await self._db.commit()
+
+    async def touch_login(self, user_id: int) -> None:
+        await self._update("UPDATE user_basic SET last_login = ? WHERE user_id = ?",
+                           (utcnow().isoformat(sep=" "), user_id))
+
+    async def set_status(self, user_id: int, status: int) -> None:
+        await self._update("UPDATE user_basic SET status = ? WHERE user_id = ?", (status, user_id))
+
+    async def close(self) -> None:
+        await self._db.close()

@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="toutiao-gateway",
+    version="0.1.0",
+    description="Authentication gateway and reverse proxy for the toutiao token scheme",
+    packages=find_packages(include=["gateway", "gateway.*", "upstream_stub", "upstream_stub.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "aiohttp>=3.10",
+        "PyJWT>=2.8",
+        "redis>=5.0",
+        "aiomysql>=0.2",
+        "PyMySQL>=1.1",
+        "aiosqlite>=0.20",
+        "PyYAML>=6.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23"],
+    },
+    entry_points={"console_scripts": ["toutiao-gateway=gateway.__main__:main"]},
+)

@@ -1,0 +1,51 @@
+"""upstream_stub: channels, articles, a profile that needs X-User-Id, and an echo."""
+from __future__ import annotations
+
+from aiohttp import web
+
+CHANNELS = [{"id": 0, "name": "推荐"}, {"id": 1, "name": "html"}, {"id": 2, "name": "python"}]
+ARTICLES = [
+    {"art_id": 1, "channel_id": 1, "title": "HTML5 in practice"},
+    {"art_id": 2, "channel_id": 2, "title": "asyncio from the ground up"},
+    {"art_id": 3, "channel_id": 2, "title": "JWT refresh tokens"},
+]
+
+
+async def channels(request: web.Request) -> web.Response:
+    return web.json_response({"channels": CHANNELS})
+
+
+async def articles(request: web.Request) -> web.Response:
+    channel = request.query.get("channel_id")
+    results = [a for a in ARTICLES if channel is None or str(a["channel_id"]) == channel]
+    user_id = request.headers.get("X-User-Id")
+    return web.json_response({"results": results, "personalised": user_id is not None, "user_id": user_id})
+
+
+async def profile(request: web.Request) -> web.Response:
+    user_id = request.headers.get("X-User-Id")
+    if user_id is None:
+        return web.json_response({"message": "User must be authorized."}, status=401)
+    return web.json_response({"user_id": user_id, "name": f"user {user_id}"})
+
+
+async def echo(request: web.Request) -> web.Response:
+    length = 0
+    async for chunk in request.content.iter_any():
+        length += len(chunk)
+    headers = [[name, value] for name, value in request.headers.items()]
+    return web.json_response({
+        "method": request.method,
+        "path": request.raw_path,
+        "headers": headers,
+        "body_length": length,
+    })
+
+
+def create_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/v1_0/channels", channels)
+    app.router.add_get("/v1_0/articles", articles)
+    app.router.add_get("/v1_0/user/profile", profile)
+    app.router.add_route("*", "/v1_0/echo{tail:.*}", echo)
+    return app
