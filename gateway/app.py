@@ -5,12 +5,14 @@ import logging
 from typing import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from . import keys
 from .auth import handlers
 from .auth.sms import make_sender
 from .auth.tokens import TokenService
 from .config import Config
+from .errors import MethodNotAllowed
 from .ids import IdWorker
 from .middleware import render_errors, set_server_header
 from .pipeline import proxy
@@ -32,11 +34,23 @@ def create_app(config: Config) -> web.Application:
     app[keys.SMS] = make_sender(config.sms.sender)
     app.cleanup_ctx.extend([_redis, _database, _upstreams])
     app.on_response_prepare.append(set_server_header)
-    app.router.add_get("/v1_0/sms/codes/{mobile}", handlers.send_code, allow_head=False)
-    app.router.add_post("/v1_0/authorizations", handlers.login)
-    app.router.add_put("/v1_0/authorizations", handlers.refresh)
+    _add_own(app, "/v1_0/sms/codes/{mobile}", {"GET": handlers.send_code})
+    _add_own(app, "/v1_0/authorizations", {"POST": handlers.login, "PUT": handlers.refresh})
     app.router.add_route("*", "/{path:.*}", proxy)
     return app
+
+
+def _add_own(app: web.Application, path: str, methods: dict[str, Handler]) -> None:
+    """The gateway's own endpoints: never proxied, whatever the method."""
+    resource = app.router.add_resource(path)
+    for method, handler in methods.items():
+        resource.add_route(method, handler)
+    allow = ", ".join(methods)
+
+    async def not_allowed(request: web.Request) -> web.StreamResponse:
+        raise MethodNotAllowed(headers={"Allow": allow})
+
+    resource.add_route("*", not_allowed)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

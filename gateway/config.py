@@ -16,8 +16,9 @@ import yaml
 from .durations import parse_duration
 from .routing import AUTH_MODES, normalize_route_path
 
-ALGORITHMS = ("HS256", "HS384", "HS512")
-MIN_SECRET_BYTES = 32
+# RFC 7518 §3.2: an HMAC key at least as long as the hash output.
+MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+ALGORITHMS = tuple(MIN_SECRET_BYTES)
 SMS_SENDERS = ("log",)
 ENV_OVERRIDES = {
     "GATEWAY_HOST": ("server", "host"),
@@ -268,11 +269,11 @@ class _Reader:
         secret = self.string(block, "secret", "jwt", "") or ""
         generated = False
         if not secret and dev:
-            secret, generated = secrets.token_urlsafe(48), True
+            secret, generated = secrets.token_urlsafe(64), True
         elif not secret:
             self.problem("jwt.secret", "is required (set GATEWAY_JWT_SECRET, or run with --dev)")
-        elif len(secret.encode()) < MIN_SECRET_BYTES:
-            self.problem("jwt.secret", f"must be at least {MIN_SECRET_BYTES} bytes for {algorithm}")
+        elif len(secret.encode()) < MIN_SECRET_BYTES.get(algorithm, 32):
+            self.problem("jwt.secret", f"must be at least {MIN_SECRET_BYTES.get(algorithm, 32)} bytes for {algorithm}")
         access_ttl = self.duration(block, "access_ttl", "jwt", 2 * 3600)
         refresh_ttl = self.duration(block, "refresh_ttl", "jwt", 14 * 86400)
         if refresh_ttl <= access_ttl:

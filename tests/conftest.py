@@ -1,0 +1,134 @@
+"""Fixtures for real servers: redis, mysql (MariaDB), upstream (upstream_stub), gateway."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import pymysql
+import pytest
+import redis as sync_redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+import upstream_stub
+from gateway.app import create_app
+from gateway.config import Config
+from gateway.stores import schema
+from tests.factories import MOBILE, make_config
+from tests.servers import MariaDBProcess, RedisProcess
+
+MYSQL_DATABASE = "toutiao_test"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def real_redis_url(redis_server: RedisProcess) -> str:
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url
+    if redis_server.proc is None:
+        redis_server.start()  # a fault test stopped it
+    sync_redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def mysql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBProcess]:
+    server = MariaDBProcess(tmp_path_factory.mktemp("mariadb"))
+    server.start()
+    server.execute(f"CREATE DATABASE IF NOT EXISTS {MYSQL_DATABASE} CHARACTER SET utf8mb4")
+    for statement in schema.MYSQL:
+        server.execute(_in_db(statement))
+    yield server
+    server.stop()
+
+
+def _in_db(statement: str) -> str:
+    return statement.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {MYSQL_DATABASE}.")
+
+
+@pytest.fixture
+def real_mysql_url(mysql_server: MariaDBProcess) -> str:
+    if os.environ.get("GATEWAY_TEST_MYSQL_URL"):
+        return os.environ["GATEWAY_TEST_MYSQL_URL"]
+    if mysql_server.proc is None:
+        mysql_server.start()
+    for table in ("user_basic", "user_profile"):
+        mysql_server.execute(f"TRUNCATE TABLE {MYSQL_DATABASE}.{table}")
+    return mysql_server.url(MYSQL_DATABASE)
+
+
+@pytest.fixture(params=["embedded", "real"])
+def store_urls(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, str]:
+    """Runs the test twice: on memory:// + sqlite, and on real Redis + MariaDB."""
+    if request.param == "embedded":
+        return {"redis_url": "memory://", "database_url": f"sqlite:///{tmp_path}/gateway.db"}
+    return {
+        "redis_url": request.getfixturevalue("real_redis_url"),
+        "database_url": request.getfixturevalue("real_mysql_url"),
+    }
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    return await aiohttp_server(upstream_stub.create_app())
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def make_gateway(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    upstream: TestServer,
+    store_urls: dict[str, str],
+) -> GatewayFactory:
+    """make_gateway(**config sections) -> a client of a real listening gateway."""
+
+    async def make(config: Config | None = None, **sections: Any) -> TestClient:
+        if config is None:
+            kwargs = {**store_urls, **sections}
+            config = make_config(str(upstream.make_url("")).rstrip("/"), **kwargs)
+        return await aiohttp_client(TestServer(create_app(config)))
+
+    return make
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> TestClient:
+    return await make_gateway()
+
+
+@pytest.fixture
+def sms_codes(caplog: pytest.LogCaptureFixture) -> Callable[[str], str]:
+    """Reads the code the development `log` sender wrote for a mobile."""
+    caplog.set_level(logging.WARNING, logger="gateway.sms")
+
+    def last_code(mobile: str = MOBILE) -> str:
+        for record in reversed(caplog.records):
+            if record.name == "gateway.sms" and record.args and record.args[0] == mobile:
+                return str(record.args[1])
+        raise AssertionError(f"no code was sent to {mobile}")
+
+    return last_code
+
+
+@pytest.fixture
+def login(gateway: TestClient, sms_codes: Callable[[str], str]) -> Callable[..., Awaitable[dict[str, str]]]:
+    """login(mobile) -> {"token", "refresh_token"}, through the real endpoints."""
+
+    async def do(mobile: str = MOBILE, client: TestClient | None = None) -> dict[str, str]:
+        client = client or gateway
+        resp = await client.get(f"/v1_0/sms/codes/{mobile}")
+        assert resp.status == 200, await resp.text()
+        resp = await client.post("/v1_0/authorizations", json={"mobile": mobile, "code": sms_codes(mobile)})
+        assert resp.status == 201, await resp.text()
+        return dict(await resp.json())
+
+    return do

@@ -1,0 +1,74 @@
+"""Test factories: configs, tokens and small helpers, like mitmproxy's tflow()."""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import jwt
+
+from gateway.config import Config, parse_config
+
+SECRET = "test-secret-that-is-long-enough-for-every-hmac-algorithm-0123456789"
+MOBILE = "13911111111"
+
+DEFAULT_ROUTES = [
+    {"path": "/v1_0/channels", "upstream": "news", "auth": "public"},
+    {"path": "/v1_0/articles", "upstream": "news", "auth": "optional"},
+    {"path": "/v1_0/user/channels", "upstream": "news", "auth": {"GET": "optional", "*": "required"}},
+    {"path": "/v1_0/echo/public", "upstream": "news", "auth": "public"},
+    {"path": "/v1_0/echo/optional", "upstream": "news", "auth": "optional"},
+    {"path": "/v1_0/echo/with-auth", "upstream": "news", "auth": "required", "forward_authorization": True},
+    {"path": "/", "upstream": "news", "auth": "required"},
+]
+
+
+def config_dict(
+    upstream_url: str | list[str] = "http://127.0.0.1:9",
+    *,
+    redis_url: str = "memory://",
+    database_url: str = "sqlite:///:memory:",
+    **sections: Any,
+) -> dict[str, Any]:
+    targets = upstream_url if isinstance(upstream_url, list) else [upstream_url]
+    raw: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "jwt": {"secret": SECRET, "algorithm": "HS256", "access_ttl": "2h", "refresh_ttl": "14d"},
+        "redis": {"url": redis_url},
+        "database": {"url": database_url},
+        "sms": {"sender": "log", "code_ttl": 300},
+        "upstreams": {"news": {"targets": targets, "timeouts": {"connect": "2s", "read": "5s"}}},
+        "routes": copy.deepcopy(DEFAULT_ROUTES),
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(name), dict):
+            raw[name] = {**raw[name], **value}
+        else:
+            raw[name] = value
+    return raw
+
+
+def make_config(upstream_url: str | list[str] = "http://127.0.0.1:9", **kwargs: Any) -> Config:
+    return parse_config(config_dict(upstream_url, **kwargs), env={})
+
+
+def make_token(
+    user_id: Any = 42,
+    *,
+    refresh: Any = False,
+    secret: str = SECRET,
+    algorithm: str = "HS256",
+    ttl: float = 3600,
+    drop: tuple[str, ...] = (),
+    **extra: Any,
+) -> str:
+    now = int(time.time())
+    payload: dict[str, Any] = {"user_id": user_id, "refresh": refresh, "exp": now + ttl, "iat": now, "jti": "t"}
+    payload.update(extra)
+    for key in drop:
+        payload.pop(key, None)
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

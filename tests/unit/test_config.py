@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config, parse_config
+from tests.factories import SECRET, config_dict
+
+
+def problems(raw: object, env: dict[str, str] | None = None, dev: bool = False) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, env=env or {}, dev=dev)
+    return info.value.problems
+
+
+def test_the_shipped_gateway_yaml_is_valid() -> None:
+    config = load_config(str(Path(__file__).parents[2] / "gateway.yaml"), env={"GATEWAY_JWT_SECRET": SECRET})
+    assert config.jwt.access_ttl == 7200 and config.jwt.refresh_ttl == 14 * 86400
+    assert [r.path for r in config.routes] == ["/v1_0/channels", "/v1_0/articles", "/v1_0/user/channels", "/"]
+    assert config.routes[2].auth == {"GET": "optional", "*": "required"}
+    assert config.upstreams["news"].targets == ("http://127.0.0.1:9000",)
+
+
+def test_environment_references_expand_with_defaults() -> None:
+    raw = config_dict()
+    raw["jwt"]["secret"] = "${MY_SECRET}"
+    raw["database"]["url"] = "${DB_URL:-sqlite:///fallback.db}"
+    config = parse_config(raw, env={"MY_SECRET": SECRET})
+    assert config.jwt.secret == SECRET
+    assert config.database.url == "sqlite:///fallback.db"
+
+
+def test_an_unset_variable_without_default_is_an_error_at_its_place() -> None:
+    raw = config_dict()
+    raw["jwt"]["secret"] = "${NOT_SET_ANYWHERE}"
+    assert "jwt.secret: environment variable NOT_SET_ANYWHERE is not set" in problems(raw)
+
+
+def test_environment_overrides_the_file() -> None:
+    env = {
+        "GATEWAY_HOST": "0.0.0.0", "GATEWAY_PORT": "9100", "GATEWAY_JWT_SECRET": "y" * 40,
+        "GATEWAY_REDIS_URL": "redis://127.0.0.1:6380/1", "GATEWAY_DATABASE_URL": "mysql://u:p@db:3306/toutiao",
+    }
+    config = parse_config(config_dict(), env=env)
+    assert (config.server.host, config.server.port) == ("0.0.0.0", 9100)
+    assert config.jwt.secret == "y" * 40
+    assert config.redis.url == "redis://127.0.0.1:6380/1"
+    assert config.database.url == "mysql://u:p@db:3306/toutiao"
+
+
+def test_every_problem_is_reported_at_once_with_its_place() -> None:
+    raw = config_dict()
+    raw["jwt"]["secret"] = "short"
+    raw["jwt"]["access_ttl"] = "forever"
+    raw["server"]["port"] = 70000
+    raw["server"]["prot"] = 1
+    raw["routes"][2]["upstream"] = "nwes"
+    raw["routes"][3]["auth"] = "sometimes"
+    raw["upstreams"]["news"]["targets"] = ["ftp://x"]
+    found = problems(raw)
+    assert "routes[2].upstream: unknown upstream 'nwes'" in found
+    assert "jwt.secret: must be at least 32 bytes for HS256" in found
+    assert any(p.startswith("jwt.access_ttl: must be a duration") for p in found)
+    assert "server.port: must be between 0 and 65535" in found
+    assert "server.prot: unknown key" in found
+    assert any(p.startswith("routes[3].auth.*: must be one of public, optional, required") for p in found)
+    assert any(p.startswith("upstreams.news.targets[0]: must be http://host:port") for p in found)
+    assert len(found) == 7
+
+
+def test_a_missing_secret_is_refused_unless_dev_mode_makes_one_up() -> None:
+    raw = config_dict()
+    del raw["jwt"]["secret"]
+    assert problems(raw) == ["jwt.secret: is required (set GATEWAY_JWT_SECRET, or run with --dev)"]
+    config = parse_config(raw, env={}, dev=True)
+    assert config.jwt.generated and len(config.jwt.secret.encode()) >= 32
+
+
+def test_dev_mode_keeps_a_configured_secret() -> None:
+    config = parse_config(config_dict(), env={}, dev=True)
+    assert config.jwt.secret == SECRET and not config.jwt.generated
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        (["routes"], "routes: must be a list"),
+        (["upstreams"], "upstreams: must be a mapping of name to upstream"),
+        (["jwt"], "jwt: must be a mapping"),
+    ],
+)
+def test_sections_of_the_wrong_shape(path: list[str], message: str) -> None:
+    raw = config_dict()
+    raw[path[0]] = "oops"
+    assert message in problems(raw)
+
+
+def test_duplicate_route_paths_and_bad_algorithm() -> None:
+    raw = config_dict()
+    raw["routes"].append({"path": "/v1_0/channels/", "upstream": "news", "auth": "public"})
+    raw["jwt"]["algorithm"] = "none"
+    found = problems(raw)
+    assert "routes[7].path: duplicates routes[0].path" in found
+    assert "jwt.algorithm: must be one of HS256, HS384, HS512" in found
+
+
+def test_auth_defaults_to_required_for_unnamed_methods() -> None:
+    raw = config_dict()
+    raw["routes"] = [{"path": "/x", "upstream": "news", "auth": {"GET": "public"}}, {"path": "/y", "upstream": "news"}]
+    config = parse_config(raw, env={})
+    assert config.routes[0].auth == {"GET": "public", "*": "required"}
+    assert config.routes[1].auth == {"*": "required"}
+
+
+def test_load_config_reports_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path / "missing.yaml"), env={})
+    assert "cannot read" in info.value.problems[0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(bad), env={})
+    assert "not valid YAML" in info.value.problems[0]
+
+
+def test_replica_needs_a_real_primary_and_urls_need_known_schemes() -> None:
+    raw = config_dict(redis_url="memory://", database_url="postgres://x")
+    raw["redis"]["replica_url"] = "redis://127.0.0.1:6380/0"
+    found = problems(raw)
+    assert "redis.replica_url: needs a real Redis in redis.url" in found
+    assert "database.url: must start with one of sqlite://, mysql://" in found
+
+
+def test_refresh_ttl_must_outlive_access_ttl() -> None:
+    raw = config_dict()
+    raw["jwt"]["refresh_ttl"] = "1h"
+    assert "jwt.refresh_ttl: must be longer than jwt.access_ttl" in problems(raw)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.proxy.headers import client_response_headers, request_id, upstream_request_headers
+
+
+def proxy(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(pairs))
+
+
+def mutate(headers: CIMultiDictProxy[str], user_id: int | None = 7, forward_authorization: bool = False) -> CIMultiDict[str]:
+    return upstream_request_headers(headers, user_id=user_id, forward_authorization=forward_authorization,
+                                    peer="10.0.0.9", scheme="http", host=headers.get("Host"), req_id="rid")
+
+
+def test_identity_headers_in_any_spelling_are_replaced() -> None:
+    out = mutate(proxy(("X-User-Id", "1"), ("x-user-id", "2"), ("X_User_Id", "3"), ("x_USER-id", "4")))
+    assert out.getall("X-User-Id") == ["7"]
+    assert not [k for k in out if k.lower().replace("_", "-") == "x-user-id" and k != "X-User-Id"]
+
+
+def test_anonymous_requests_carry_no_identity() -> None:
+    out = mutate(proxy(("X-User-Id", "1")), user_id=None)
+    assert "X-User-Id" not in out
+
+
+def test_hop_by_hop_and_connection_named_headers_are_removed() -> None:
+    out = mutate(proxy(("Connection", "keep-alive, X-Secret"), ("Keep-Alive", "5"), ("X-Secret", "s"),
+                       ("TE", "trailers"), ("Upgrade", "h2c"), ("Proxy-Authorization", "p"),
+                       ("Transfer-Encoding", "chunked"), ("Accept", "*/*")))
+    for name in ("Connection", "Keep-Alive", "X-Secret", "TE", "Upgrade", "Proxy-Authorization", "Transfer-Encoding"):
+        assert name not in out
+    assert out["Accept"] == "*/*"
+
+
+def test_authorization_is_forwarded_only_when_the_route_says_so() -> None:
+    headers = proxy(("Authorization", "Bearer t"))
+    assert "Authorization" not in mutate(headers)
+    assert mutate(headers, forward_authorization=True)["Authorization"] == "Bearer t"
+
+
+def test_forwarded_headers() -> None:
+    out = mutate(proxy(("Host", "gw.example"), ("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-Proto", "gopher"),
+                       ("X-Forwarded-Host", "evil")))
+    assert out["X-Forwarded-For"] == "1.2.3.4, 10.0.0.9"
+    assert out["X-Forwarded-Proto"] == "http"
+    assert out["X-Forwarded-Host"] == "gw.example"
+    assert "Host" not in out
+    assert out["X-Request-Id"] == "rid"
+
+
+def test_request_id_is_kept_when_sane_and_made_otherwise() -> None:
+    assert request_id(proxy(("X-Request-Id", "abc-123"))) == "abc-123"
+    made = request_id(proxy(("X-Request-Id", "bad id\"<>")))
+    assert made != "bad id\"<>" and len(made) == 32
+    assert request_id(proxy()) != request_id(proxy())
+
+
+def test_response_headers() -> None:
+    out = client_response_headers(proxy(("Server", "nginx/1.2"), ("Connection", "close, X-Hop"), ("X-Hop", "1"),
+                                        ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Location", "/x")), "rid")
+    assert out["Server"] == "toutiao-gateway"
+    assert out.getall("Set-Cookie") == ["a=1", "b=2"]
+    assert "X-Hop" not in out and "Connection" not in out
+    assert out["Location"] == "/x" and out["X-Request-Id"] == "rid"
