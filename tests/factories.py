@@ -18,7 +18,9 @@ DEFAULT_ROUTES = [
     {"path": "/v1_0/user/channels", "upstream": "news", "auth": {"GET": "optional", "*": "required"}},
     {"path": "/v1_0/echo/public", "upstream": "news", "auth": "public"},
     {"path": "/v1_0/echo/optional", "upstream": "news", "auth": "optional"},
+    {"path": "/v1_0/echo/mixed", "upstream": "news", "auth": {"GET": "optional", "*": "required"}},
     {"path": "/v1_0/echo/with-auth", "upstream": "news", "auth": "required", "forward_authorization": True},
+    {"path": "/_stub", "upstream": "news", "auth": "public"},
     {"path": "/", "upstream": "news", "auth": "required"},
 ]
 
@@ -72,3 +74,21 @@ def make_token(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def raw_request(host: str, port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes exactly as written (no client-side path cleaning); read a Connection: close reply."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body

@@ -2,6 +2,13 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .testing import add_test_routes
+
+# Every request the stub received, as (method, raw path): tests use it to prove
+# that a refused request never reached an upstream.
+RECEIVED = web.AppKey("received", list)
 
 CHANNELS = [{"id": 0, "name": "推荐"}, {"id": 1, "name": "html"}, {"id": 2, "name": "python"}]
 ARTICLES = [
@@ -42,10 +49,18 @@ async def echo(request: web.Request) -> web.Response:
     })
 
 
+@web.middleware
+async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request.app[RECEIVED].append((request.method, request.raw_path))
+    return await handler(request)
+
+
 def create_app() -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[record])
+    app[RECEIVED] = []
     app.router.add_get("/v1_0/channels", channels)
     app.router.add_get("/v1_0/articles", articles)
     app.router.add_get("/v1_0/user/profile", profile)
     app.router.add_route("*", "/v1_0/echo{tail:.*}", echo)
+    add_test_routes(app)
     return app

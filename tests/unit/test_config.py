@@ -101,7 +101,7 @@ def test_duplicate_route_paths_and_bad_algorithm() -> None:
     raw["routes"].append({"path": "/v1_0/channels/", "upstream": "news", "auth": "public"})
     raw["jwt"]["algorithm"] = "none"
     found = problems(raw)
-    assert "routes[7].path: duplicates routes[0].path" in found
+    assert "routes[9].path: duplicates routes[0].path" in found
     assert "jwt.algorithm: must be one of HS256, HS384, HS512" in found
 
 

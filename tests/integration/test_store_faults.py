@@ -1,0 +1,91 @@
+"""Real Redis and MariaDB going away: the replica fallback, and failing closed with 503."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.factories import MOBILE, make_config
+from tests.servers import MariaDBProcess, RedisProcess
+
+
+@pytest.fixture
+def store_urls(tmp_path: Path) -> dict[str, str]:
+    return {"redis_url": "memory://", "database_url": f"sqlite:///{tmp_path}/gateway.db"}
+
+
+@pytest.fixture
+def redis_pair(tmp_path: Path) -> Any:
+    primary = RedisProcess(tmp_path / "primary")
+    primary.start()
+    replica = RedisProcess(tmp_path / "replica", replica_of=primary.port)
+    replica.start()
+    yield primary, replica
+    replica.stop()
+    primary.stop()
+
+
+async def wait_for_key(url: str, key: str) -> None:
+    client = aioredis.from_url(url)
+    try:
+        for _ in range(200):
+            if await client.get(key) is not None:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{key} never reached {url}")
+    finally:
+        await client.aclose()
+
+
+async def test_login_reads_the_code_from_the_replica_when_the_primary_refuses(
+    make_gateway: Any, upstream: TestServer, redis_pair: Any, tmp_path: Path, sms_codes: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    primary, replica = redis_pair
+    config = make_config(str(upstream.make_url("")).rstrip("/"), redis_url=primary.url,
+                         database_url=f"sqlite:///{tmp_path}/gw.db", redis={"replica_url": replica.url})
+    client = await make_gateway(config)
+    assert (await client.get(f"/v1_0/sms/codes/{MOBILE}")).status == 200
+    await wait_for_key(replica.url, f"app:code:{MOBILE}")
+    primary.stop()
+    resp = await client.post("/v1_0/authorizations", json={"mobile": MOBILE, "code": sms_codes(MOBILE)})
+    assert resp.status == 201
+    assert any("primary unavailable" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+async def test_redis_down_fails_closed_with_503(make_gateway: Any, redis_server: RedisProcess,
+                                                real_redis_url: str, tmp_path: Path, upstream: TestServer) -> None:
+    config = make_config(str(upstream.make_url("")).rstrip("/"), redis_url=real_redis_url,
+                         database_url=f"sqlite:///{tmp_path}/gw.db")
+    client = await make_gateway(config)
+    redis_server.stop()
+    try:
+        resp = await client.get(f"/v1_0/sms/codes/{MOBILE}")
+        assert resp.status == 503 and await resp.json() == {"message": "Service unavailable."}
+        resp = await client.post("/v1_0/authorizations", json={"mobile": MOBILE, "code": "123456"})
+        assert resp.status == 503 and await resp.json() == {"message": "Service unavailable."}
+    finally:
+        redis_server.start()
+    assert (await client.get(f"/v1_0/sms/codes/{MOBILE}")).status == 200  # and it recovers
+
+
+async def test_database_down_fails_closed_with_503(make_gateway: Any, mysql_server: MariaDBProcess,
+                                                   real_mysql_url: str, upstream: TestServer,
+                                                   sms_codes: Any) -> None:
+    config = make_config(str(upstream.make_url("")).rstrip("/"), database_url=real_mysql_url)
+    client = await make_gateway(config)
+    await client.get(f"/v1_0/sms/codes/{MOBILE}")
+    mysql_server.stop()
+    try:
+        resp = await client.post("/v1_0/authorizations", json={"mobile": MOBILE, "code": sms_codes(MOBILE)})
+        assert resp.status == 503 and await resp.json() == {"message": "Service unavailable."}
+    finally:
+        mysql_server.start()
+    await client.get(f"/v1_0/sms/codes/{MOBILE}")
+    resp = await client.post("/v1_0/authorizations", json={"mobile": MOBILE, "code": sms_codes(MOBILE)})
+    assert resp.status == 201  # the pool reconnects once the database is back

@@ -1,0 +1,63 @@
+"""Endpoints under /_stub/ that let tests observe how the gateway forwards.
+
+Gated streams prove bodies are streamed: the stub holds the rest of a body
+until the test has seen the first part pass through the gateway.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+
+from aiohttp import web
+
+DOWNLOAD_GATE = web.AppKey("download_gate", asyncio.Event)
+UPLOAD_FIRST_CHUNK = web.AppKey("upload_first_chunk", asyncio.Event)
+GZIP_BODY = gzip.compress(b"compressed news " * 100)
+
+
+async def gated_download(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await response.prepare(request)
+    await response.write(b"first-part;")
+    await request.app[DOWNLOAD_GATE].wait()
+    await response.write(b"second-part")
+    await response.write_eof()
+    return response
+
+
+async def gated_upload(request: web.Request) -> web.Response:
+    first = await request.content.readany()
+    request.app[UPLOAD_FIRST_CHUNK].set()
+    rest = await request.content.read()
+    return web.json_response({"first": len(first), "total": len(first) + len(rest)})
+
+
+async def redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/v1_0/channels")
+
+
+async def compressed(request: web.Request) -> web.Response:
+    return web.Response(body=GZIP_BODY, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("seconds", "2")))
+    return web.json_response({"slow": True})
+
+
+async def cookies(request: web.Request) -> web.Response:
+    response = web.json_response({"cookie": request.headers.get("Cookie")})
+    response.set_cookie("session", "stub-session")
+    response.set_cookie("theme", "dark")
+    return response
+
+
+def add_test_routes(app: web.Application) -> None:
+    app[DOWNLOAD_GATE] = asyncio.Event()
+    app[UPLOAD_FIRST_CHUNK] = asyncio.Event()
+    app.router.add_get("/_stub/download", gated_download)
+    app.router.add_post("/_stub/upload", gated_upload)
+    app.router.add_get("/_stub/redirect", redirect)
+    app.router.add_get("/_stub/gzip", compressed)
+    app.router.add_get("/_stub/slow", slow)
+    app.router.add_get("/_stub/cookies", cookies)
