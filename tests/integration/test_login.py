@@ -196,3 +196,61 @@ async def test_tokens_and_codes_never_reach_the_log(
     outside_sender = [r.getMessage() for r in caplog.records if r.name != "gateway.sms"]
     for message in outside_sender:
         assert tokens["token"] not in message and tokens["refresh_token"] not in message
+
+
+async def test_codes_expire_after_code_ttl(make_gateway: Any, sms_codes: Any) -> None:
+    client = await make_gateway(sms={"code_ttl": 1})
+    await client.get(f"/v1_0/sms/codes/{MOBILE}")
+    await asyncio.sleep(2.1)  # past the one-second lifetime, on either store
+    resp = await client.post("/v1_0/authorizations", json={"mobile": MOBILE, "code": sms_codes(MOBILE)})
+    assert resp.status == 400 and await resp.json() == {"message": "Invalid code."}
+
+
+async def test_a_new_code_replaces_the_old_one(gateway: TestClient, sms_codes: Any) -> None:
+    old = None
+    for _ in range(5):  # two draws can be equal by chance; five in a row cannot plausibly all be
+        await gateway.get(f"/v1_0/sms/codes/{MOBILE}")
+        old = old or sms_codes(MOBILE)
+        if sms_codes(MOBILE) != old:
+            break
+    new = sms_codes(MOBILE)
+    assert new != old
+    resp = await gateway.post("/v1_0/authorizations", json={"mobile": MOBILE, "code": old})
+    assert resp.status == 400
+
+
+async def test_registration_writes_one_basic_and_one_profile_row(gateway: TestClient,
+                                                                 store_urls: dict[str, str]) -> None:
+    await asyncio.gather(*(gateway.server.app[keys.USERS].register(gateway.server.app[keys.IDS].next_id(), MOBILE)
+                           for _ in range(20)))
+    rows = await count_rows(store_urls["database_url"])
+    assert rows == {"user_basic": 1, "user_profile": 1}
+    user = await gateway.server.app[keys.USERS].get_by_mobile(MOBILE)
+    assert user is not None and user.name == MOBILE and user.enabled
+
+
+async def count_rows(database_url: str) -> dict[str, int]:
+    counts = {}
+    queries = {"user_basic": "SELECT COUNT(*) FROM user_basic WHERE last_login IS NOT NULL",
+               "user_profile": "SELECT COUNT(*) FROM user_profile"}
+    if database_url.startswith("sqlite"):
+        import aiosqlite
+
+        from gateway.stores.users_sqlite import sqlite_path
+
+        async with aiosqlite.connect(sqlite_path(database_url)) as db:
+            for table, query in queries.items():
+                async with db.execute(query) as cur:
+                    counts[table] = (await cur.fetchone())[0]  # type: ignore[index]
+        return counts
+    import pymysql
+    from yarl import URL
+
+    url = URL(database_url)
+    conn = pymysql.connect(host=url.host, port=url.port, user=url.user, database=url.path.lstrip("/"))
+    with conn.cursor() as cur:
+        for table, query in queries.items():
+            cur.execute(query)
+            counts[table] = cur.fetchone()[0]
+    conn.close()
+    return counts
