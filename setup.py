@@ -14,6 +14,7 @@ setup(
         "PyMySQL>=1.1",
         "aiosqlite>=0.20",
         "PyYAML>=6.0",
+        "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23"],

@@ -62,12 +62,21 @@ def _run(config: Config) -> int:
     log.info("listening on http://%s:%d", config.server.host, config.server.port)
     web.run_app(
         app,
+        loop=_new_event_loop(),
         host=config.server.host,
         port=config.server.port,
         access_log=logging.getLogger("gateway.access") if config.server.access_log else None,
         print=None,
     )
     return 0
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # uvloop does not build everywhere; the stdlib loop is correct, only slower
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 async def _migrate(config: Config) -> int:

@@ -17,6 +17,7 @@ from .ids import IdWorker
 from .middleware import render_errors, set_server_header
 from .pipeline import proxy
 from .proxy.forward import Forwarder
+from .proxy.headers import RequestIds
 from .routing import RouteTable
 from .stores.codes import CodeStore
 from .stores.kv import connect
@@ -32,6 +33,7 @@ def create_app(config: Config) -> web.Application:
     app[keys.ROUTES] = RouteTable(config.routes)
     app[keys.IDS] = IdWorker(config.ids.datacenter_id, config.ids.worker_id)
     app[keys.SMS] = make_sender(config.sms.sender)
+    app[keys.REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.extend([_redis, _database, _upstreams])
     app.on_response_prepare.append(set_server_header)
     _add_own(app, "/v1_0/sms/codes/{mobile}", {"GET": handlers.send_code})

@@ -8,6 +8,7 @@ from .auth.tokens import TokenService
 from .config import Config
 from .ids import IdWorker
 from .proxy.forward import Forwarder
+from .proxy.headers import RequestIds
 from .routing import RouteTable
 from .stores.codes import CodeStore
 from .stores.users import UserStore
@@ -20,3 +21,4 @@ SMS = web.AppKey("sms", SmsSender)
 CODES = web.AppKey("codes", CodeStore)
 USERS = web.AppKey("users", UserStore)
 FORWARDER = web.AppKey("forwarder", Forwarder)
+REQUEST_IDS = web.AppKey("request_ids", RequestIds)

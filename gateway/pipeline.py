@@ -11,7 +11,7 @@ from aiohttp import web
 from . import keys
 from .auth.authenticate import authenticate
 from .errors import NotFound
-from .proxy.headers import request_id, upstream_request_headers
+from .proxy.headers import upstream_request_headers
 from .routing import auth_mode, normalize_path
 
 
@@ -24,7 +24,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         raise NotFound("No route matches this path.")
     headers = request.headers
     claims = authenticate(app[keys.TOKENS], headers.get("Authorization"), auth_mode(route, request.method))
-    req_id = request_id(headers)
+    req_id = app[keys.REQUEST_IDS](headers)
     upstream_headers = upstream_request_headers(
         headers,
         user_id=claims.user_id if claims is not None else None,

@@ -100,9 +100,21 @@ class _Body:
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse, req_id: str) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=client_response_headers(upstream.headers, req_id))
+    content = upstream.content
+    first = content.read_nowait()  # what has already arrived; never waits
+    complete = content.at_eof()
+    # When body bytes are already here, the headers leave in the same write as
+    # they do (aiohttp's web.Response does the same); otherwise at once, so a
+    # slow or streaming upstream's client sees the status without delay.
+    response._send_headers_immediately = not (first or complete)
     await response.prepare(request)
+    if complete:
+        await response.write_eof(first)
+        return response
     try:
-        async for chunk in upstream.content.iter_any():
+        if first:
+            await response.write(first)
+        async for chunk in content.iter_any():
             await response.write(chunk)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         # Too late for an error status: cut the client off so it sees a truncated body.

@@ -6,8 +6,9 @@ gateway's alone: a client-sent X-User-Id never passes, in any spelling.
 """
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from multidict import CIMultiDict, CIMultiDictProxy
 
 HOP_BY_HOP = frozenset({
@@ -44,11 +45,19 @@ def _filtered(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDi
     return out
 
 
-def request_id(headers: CIMultiDictProxy[str]) -> str:
-    sent = headers.get("X-Request-Id")
-    if sent is not None and _REQUEST_ID.fullmatch(sent):
-        return sent
-    return uuid.uuid4().hex
+class RequestIds:
+    """32 hex characters: a random per-process prefix and a counter (no syscall per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def __call__(self, headers: CIMultiDictProxy[str]) -> str:
+        """The client's X-Request-Id when it is sane, else a new one."""
+        sent = headers.get("X-Request-Id")
+        if sent is not None and _REQUEST_ID.fullmatch(sent):
+            return sent
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 def upstream_request_headers(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.proxy.headers import client_response_headers, request_id, upstream_request_headers
+from gateway.proxy.headers import RequestIds, client_response_headers, upstream_request_headers
 
 
 def proxy(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
@@ -51,10 +51,12 @@ def test_forwarded_headers() -> None:
 
 
 def test_request_id_is_kept_when_sane_and_made_otherwise() -> None:
+    request_id = RequestIds()
     assert request_id(proxy(("X-Request-Id", "abc-123"))) == "abc-123"
     made = request_id(proxy(("X-Request-Id", "bad id\"<>")))
     assert made != "bad id\"<>" and len(made) == 32
-    assert request_id(proxy()) != request_id(proxy())
+    assert len({request_id(proxy()) for _ in range(1000)}) == 1000
+    assert request_id(proxy())[:16] != RequestIds()(proxy())[:16]  # each process has its own prefix
 
 
 def test_response_headers() -> None:
