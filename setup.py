@@ -8,12 +8,14 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "aiohttp>=3.10",
-        "PyJWT>=2.8",
+        "PyJWT[crypto]>=2.9",
         "redis>=5.0",
         "aiomysql>=0.2",
         "PyMySQL>=1.1",
         "aiosqlite>=0.20",
         "PyYAML>=6.0",
+        "argon2-cffi>=23.1",
+        "limits>=4.2",
         "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={

@@ -1,6 +1,7 @@
 """create_app(config): wiring only."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import AsyncIterator
 
@@ -9,8 +10,13 @@ from aiohttp.typedefs import Handler
 
 from . import keys
 from .auth import handlers
+from .auth.authenticate import Authenticator
+from .auth.login import Logins
+from .auth.passwords import Passwords
+from .auth.sessions import Sessions
 from .auth.sms import make_sender
 from .auth.tokens import TokenService
+from .auth.user_status import UserStatusCache
 from .config import Config
 from .errors import MethodNotAllowed
 from .ids import IdWorker
@@ -18,12 +24,16 @@ from .middleware import render_errors, set_server_header
 from .pipeline import proxy
 from .proxy.forward import Forwarder
 from .proxy.headers import RequestIds
+from .ratelimit import RateLimits
 from .routing import RouteTable
-from .stores.codes import CodeStore
-from .stores.kv import connect
+from .stores.codes import MemoryCodeStore, RedisCodeStore
+from .stores.kv import MemoryKV, connect
+from .stores.limits import Limiter, redis_storage
+from .stores.revocation import MemoryRevocations, RedisRevocations
 from .stores.users import open_user_store
 
 log = logging.getLogger("gateway")
+KV = web.AppKey("kv", object)
 
 
 def create_app(config: Config) -> web.Application:
@@ -34,10 +44,11 @@ def create_app(config: Config) -> web.Application:
     app[keys.IDS] = IdWorker(config.ids.datacenter_id, config.ids.worker_id)
     app[keys.SMS] = make_sender(config.sms.sender)
     app[keys.REQUEST_IDS] = RequestIds()
-    app.cleanup_ctx.extend([_redis, _database, _upstreams])
+    app.cleanup_ctx.extend([_redis, _database, _services, _upstreams])
     app.on_response_prepare.append(set_server_header)
     _add_own(app, "/v1_0/sms/codes/{mobile}", {"GET": handlers.send_code})
-    _add_own(app, "/v1_0/authorizations", {"POST": handlers.login, "PUT": handlers.refresh})
+    _add_own(app, "/v1_0/authorizations", {"POST": handlers.login, "PUT": handlers.refresh, "DELETE": handlers.logout})
+    _add_own(app, "/.well-known/jwks.json", {"GET": handlers.jwks})
     app.router.add_route("*", "/{path:.*}", proxy)
     return app
 
@@ -56,13 +67,31 @@ def _add_own(app: web.Application, path: str, methods: dict[str, Handler]) -> No
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
-    config = app[keys.CONFIG].redis
-    primary = connect(config.url)
-    replica = connect(config.replica_url) if config.replica_url else None
-    app[keys.CODES] = CodeStore(primary, replica)
+    config = app[keys.CONFIG]
+    max_ttl = config.jwt.refresh_ttl
+    if config.redis.url == "memory://":
+        app[KV] = MemoryKV()
+        app[keys.CODES] = MemoryCodeStore()
+        app[keys.RATE_LIMITS] = RateLimits(Limiter(), config.limits)
+        app[keys.REVOCATIONS] = MemoryRevocations(max_ttl)
+        yield
+        return
+    primary = connect(config.redis.url)
+    replica = connect(config.redis.replica_url) if config.redis.replica_url else None
+    revocations = RedisRevocations(primary, max_ttl)
+    app[KV] = primary
+    app[keys.CODES] = RedisCodeStore(primary, replica)
+    app[keys.RATE_LIMITS] = RateLimits(Limiter(redis_storage(config.redis.url, primary)), config.limits)
+    app[keys.REVOCATIONS] = revocations
+    listener = asyncio.create_task(revocations.listen())
+    await revocations.wait_until_fresh(timeout=5)
     try:
         yield
     finally:
+        revocations.stop()
+        listener.cancel()
+        # redis-py can swallow a cancellation that lands mid-connect; do not wait on it for long.
+        await asyncio.wait([listener], timeout=2)
         await primary.aclose()  # type: ignore[attr-defined]
         if replica is not None:
             await replica.aclose()  # type: ignore[attr-defined]
@@ -76,6 +105,19 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await users.close()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    revocations = app[keys.REVOCATIONS]
+    status = UserStatusCache(app[keys.USERS], config.revocation.user_status_cache_ttl)
+    revocations.on_status_change(status.forget)
+    app[keys.AUTHENTICATOR] = Authenticator(app[keys.TOKENS], revocations, status,
+                                            fail_open=config.revocation.on_redis_down == "allow")
+    app[keys.LOGINS] = Logins(app[keys.USERS], app[keys.CODES], Passwords(), app[keys.RATE_LIMITS],
+                              app[keys.IDS], config.sms)
+    app[keys.SESSIONS] = Sessions(app[keys.TOKENS], revocations, app[KV], config.jwt)  # type: ignore[arg-type]
+    yield
 
 
 async def _upstreams(app: web.Application) -> AsyncIterator[None]:

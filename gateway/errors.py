@@ -7,6 +7,7 @@
     ├── NotFound                 404
     ├── MethodNotAllowed         405
     ├── PayloadTooLarge          413
+    ├── TooManyRequests          429  (carries Retry-After)
     ├── InternalError            500
     ├── BadGateway               502
     ├── ServiceUnavailable       503  (a store the gateway needs is down)
@@ -16,6 +17,7 @@ Stages raise these; `render_errors` in middleware.py turns them into JSON.
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 
@@ -57,6 +59,14 @@ class MethodNotAllowed(GatewayError):
 class PayloadTooLarge(GatewayError):
     status = 413
     message = "Request body too large."
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    message = "Too many requests."
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 class InternalError(GatewayError):

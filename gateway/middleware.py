@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+
+import pymysql
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
 
-from .errors import BY_STATUS, GatewayError, InternalError
+from .errors import BY_STATUS, GatewayError, InternalError, ServiceUnavailable
 from .proxy.headers import SERVER
 
 log = logging.getLogger("gateway")
+STORE_ERRORS = (RedisError, pymysql.err.OperationalError, pymysql.err.InterfaceError, sqlite3.Error)
 
 
 def render(error: GatewayError) -> web.Response:
@@ -40,6 +45,10 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if exc.status == 405:
             error.headers["Allow"] = exc.headers.get("Allow", "")
         return render(error)
+    except STORE_ERRORS as exc:
+        # A store the gateway needs is down: fail closed, whichever stage noticed.
+        log.error("store unavailable on %s %s: %s", request.method, request.path, exc)
+        return render(ServiceUnavailable())
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return render(InternalError())

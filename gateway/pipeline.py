@@ -1,4 +1,4 @@
-"""The proxy pipeline: match → authenticate → authorize → mutate → forward.
+"""The proxy pipeline: match → authenticate → authorize → limit → mutate → forward.
 
 Errors raised by any stage are rendered by `middleware.render_errors`. A
 request refused before `forward` never reaches an upstream, and its body is
@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import keys
-from .auth.authenticate import authenticate
+from .client_ip import client_ip
 from .errors import NotFound
 from .proxy.headers import upstream_request_headers
 from .routing import auth_mode, normalize_path
@@ -23,13 +23,23 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if route is None:
         raise NotFound("No route matches this path.")
     headers = request.headers
-    claims = authenticate(app[keys.TOKENS], headers.get("Authorization"), auth_mode(route, request.method))
+    mode = auth_mode(route, request.method)
+    authenticator = app[keys.AUTHENTICATOR]
+    claims = authenticator.authenticate(headers.get("Authorization"), mode)
+    user_id = None
+    if claims is not None:
+        await authenticator.authorize(claims, mode)
+        user_id = claims.user_id
+    peer = request.remote or ""
+    if route.limits:
+        ip = client_ip(peer, headers.getall("X-Forwarded-For", ()), app[keys.CONFIG].server.trusted_proxies)
+        await app[keys.RATE_LIMITS].route(route, ip, user_id)
     req_id = app[keys.REQUEST_IDS](headers)
     upstream_headers = upstream_request_headers(
         headers,
-        user_id=claims.user_id if claims is not None else None,
+        user_id=user_id,
         forward_authorization=route.forward_authorization,
-        peer=request.remote or "",
+        peer=peer,
         scheme=request.scheme,
         host=headers.get("Host"),
         req_id=req_id,

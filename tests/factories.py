@@ -39,6 +39,7 @@ def config_dict(
         "redis": {"url": redis_url},
         "database": {"url": database_url},
         "sms": {"sender": "log", "code_ttl": 300},
+        "limits": {"sms": []},  # the default 1/minute per mobile would slow most tests; limit tests set their own
         "upstreams": {"news": {"targets": targets, "timeouts": {"connect": "2s", "read": "5s"}}},
         "routes": copy.deepcopy(DEFAULT_ROUTES),
     }
@@ -92,3 +93,32 @@ async def raw_request(host: str, port: int, request: bytes) -> tuple[int, dict[s
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return int(lines[0].split()[1]), headers, body
+
+
+def jwt_config(env: dict[str, str] | None = None, **jwt: Any) -> Any:
+    """A JwtConfig from a `jwt:` section (the single-secret form unless `keys` is given)."""
+    section: dict[str, Any] = {"secret": SECRET} if "keys" not in jwt else {}
+    section.update(jwt)
+    return parse_config(config_dict(jwt=None) | {"jwt": section}, env=env or {}).jwt
+
+
+def pem_keys(folder: Any) -> dict[str, Any]:
+    """Fresh RS256, ES256 and EdDSA key pairs written as PEM files: {alg: (private_path, public_path, key)}."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    made = {
+        "RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ES256": ec.generate_private_key(ec.SECP256R1()),
+        "EdDSA": ed25519.Ed25519PrivateKey.generate(),
+    }
+    out = {}
+    for alg, key in made.items():
+        private = folder / f"{alg}.key.pem"
+        public = folder / f"{alg}.pub.pem"
+        private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+        out[alg] = (str(private), str(public), key)
+    return out

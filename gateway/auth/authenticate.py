@@ -1,37 +1,61 @@
 """The authenticate and authorize stages of the proxy pipeline.
 
 `authenticate` turns the Authorization header into Claims (or None for an
-anonymous request) under the route's mode; `authorize` refuses what the mode
-does not allow. Both raise; neither touches the request body.
+anonymous request) under the route's mode; `authorize` then refuses refresh
+tokens, revoked sessions and disabled users. Both raise; neither touches the
+request body. Revocation is a local look-up; user status is cached.
 """
 from __future__ import annotations
 
 from ..errors import Forbidden, Unauthorized
+from ..stores import StoreUnavailable
+from ..stores.revocation import MemoryRevocations
 from .tokens import Claims, InvalidToken, TokenService, bearer_token
+from .user_status import UserStatusCache
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="toutiao-gateway"'}
 _INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="toutiao-gateway", error="invalid_token"'}
 
 
-def authenticate(tokens: TokenService, header: str | None, mode: str) -> Claims | None:
-    if mode == "public":
-        return None
-    if header is None:
-        if mode == "optional":
+def _invalid(mode: str) -> Unauthorized:
+    message = "Token has some errors." if mode == "optional" else "User must be authorized."
+    return Unauthorized(message, headers=_INVALID_CHALLENGE)
+
+
+class Authenticator:
+    def __init__(self, tokens: TokenService, revocations: MemoryRevocations, status: UserStatusCache,
+                 *, fail_open: bool = False) -> None:
+        self.tokens = tokens
+        self.revocations = revocations
+        self.status = status
+        self._fail_open = fail_open
+
+    def authenticate(self, header: str | None, mode: str) -> Claims | None:
+        if mode == "public":
             return None
-        raise Unauthorized(headers=_CHALLENGE)
-    token = bearer_token(header)
-    try:
+        if header is None:
+            if mode == "optional":
+                return None
+            raise Unauthorized(headers=_CHALLENGE)
+        token = bearer_token(header)
         if token is None:
-            raise InvalidToken("not a Bearer token")
-        claims = tokens.verify(token)
-    except InvalidToken:
-        message = "Token has some errors." if mode == "optional" else "User must be authorized."
-        raise Unauthorized(message, headers=_INVALID_CHALLENGE) from None
-    authorize(claims)
-    return claims
+            raise _invalid(mode)
+        try:
+            return self.tokens.verify(token)
+        except InvalidToken:
+            raise _invalid(mode) from None
 
+    async def authorize(self, claims: Claims, mode: str) -> None:
+        if claims.refresh:
+            raise Forbidden("Do not use refresh token.")
+        if self.revoked(claims):
+            raise _invalid(mode)
+        if not await self.status.enabled(claims.user_id):
+            raise Forbidden("User denied.")
 
-def authorize(claims: Claims) -> None:
-    if claims.refresh:
-        raise Forbidden("Do not use refresh token.")
+    def revoked(self, claims: Claims) -> bool:
+        """Raises StoreUnavailable while the revocation list may be stale (unless configured to allow)."""
+        revocations = self.revocations
+        if not revocations.fresh and not self._fail_open:
+            raise StoreUnavailable()
+        return revocations.is_revoked(claims)

@@ -1,23 +1,31 @@
 """Issuing and verifying the seed's access and refresh tokens (pure: no I/O).
 
-Payload: {"user_id", "refresh", "exp", "iat", "jti"}. Verification pins the
-configured algorithm and checks the claim types itself, because PyJWT accepts
-an `exp` given as a numeric string and knows nothing of `user_id` or `refresh`.
+Payload: {"user_id", "refresh", "exp", "iat", "jti", "sid"} (+ "iss", "aud"
+when configured). `sid` names the session: every token issued from one login,
+across refreshes and rotations, shares it, so one revocation ends them all.
+
+Verification trusts nothing in the header but `kid`, and that only as a key
+into the configured table: the key's own algorithm is pinned (so `none` and
+HS/RS confusion fail), and `jku`, `x5u`, `jwk` and `x5c` are refused outright,
+never fetched. Claim types are checked here because PyJWT accepts an `exp`
+given as a numeric string and knows nothing of `user_id` or `refresh`.
 """
 from __future__ import annotations
 
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import jwt
 
-from ..config import JwtConfig
+from ..config import JwtConfig, JwtKey
+
+_FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
 
 
 class InvalidToken(Exception):
-    """Malformed, badly signed, expired, or with claims of the wrong type."""
+    """Malformed, badly signed, expired, not yet valid, or with claims of the wrong type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +35,7 @@ class Claims:
     exp: float
     iat: float
     jti: str
+    sid: str
 
 
 @dataclass(frozen=True)
@@ -35,38 +44,44 @@ class TokenPair:
     refresh_token: str
 
 
+def new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
 class TokenService:
     def __init__(self, config: JwtConfig, *, clock: Callable[[], float] = time.time) -> None:
-        self._key = config.secret
-        self._algorithm = config.algorithm
-        self._algorithms = [config.algorithm]
-        self._access_ttl = config.access_ttl
-        self._refresh_ttl = config.refresh_ttl
+        self._config = config
+        self._signing = config.signing_key
+        self._by_kid = {key.kid: key for key in config.keys}
+        self._kidless = config.signing_key if config.kidless_legacy else None
+        self._leeway = config.leeway
         self._clock = clock
         self._cache: dict[str, Claims] = {}
         self._cache_size = config.cache_size
 
-    def issue(self, user_id: int, *, refresh: bool) -> str:
+    def issue(self, user_id: int, *, refresh: bool, sid: str) -> str:
         now = int(self._clock())
-        ttl = self._refresh_ttl if refresh else self._access_ttl
-        payload = {
-            "user_id": user_id,
-            "refresh": refresh,
-            "exp": now + int(ttl),
-            "iat": now,
-            "jti": secrets.token_urlsafe(16),
+        ttl = self._config.refresh_ttl if refresh else self._config.access_ttl
+        payload: dict[str, Any] = {
+            "user_id": user_id, "refresh": refresh, "exp": now + int(ttl), "iat": now, "jti": new_id(), "sid": sid,
         }
-        return jwt.encode(payload, self._key, algorithm=self._algorithm)
+        if self._config.issuer:
+            payload["iss"] = self._config.issuer
+        if self._config.audience:
+            payload["aud"] = self._config.audience
+        key = self._signing
+        return jwt.encode(payload, key.signing, algorithm=key.algorithm, headers={"kid": key.kid})
 
-    def issue_pair(self, user_id: int) -> TokenPair:
-        return TokenPair(self.issue(user_id, refresh=False), self.issue(user_id, refresh=True))
+    def issue_pair(self, user_id: int, sid: str | None = None) -> TokenPair:
+        sid = sid or new_id()
+        return TokenPair(self.issue(user_id, refresh=False, sid=sid), self.issue(user_id, refresh=True, sid=sid))
 
     def verify(self, token: str) -> Claims:
         """Verify once per distinct token; the result is cached, never past its `exp`."""
         claims = self._cache.get(token)
         now = self._clock()
         if claims is not None:
-            if claims.exp > now:
+            if claims.exp + self._leeway > now:
                 return claims
             del self._cache[token]
             raise InvalidToken("expired")
@@ -79,43 +94,68 @@ class TokenService:
 
     def _evict(self, now: float) -> None:
         cache = self._cache
-        expired = [t for t, c in cache.items() if c.exp <= now]
-        for token in expired:
+        for token in [t for t, c in cache.items() if c.exp + self._leeway <= now]:
             del cache[token]
         while len(cache) >= self._cache_size:
             del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
 
+    def _key_for(self, token: str) -> JwtKey:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed") from None
+        if any(name in header for name in _FORBIDDEN_HEADERS):
+            raise InvalidToken("key-locating header")
+        kid = header.get("kid")
+        key = self._kidless if kid is None else self._by_kid.get(kid) if isinstance(kid, str) else None
+        if key is None or header.get("alg") != key.algorithm:
+            raise InvalidToken("unknown kid or algorithm")
+        return key
+
     def _decode(self, token: str, now: float) -> Claims:
+        key = self._key_for(token)
+        config = self._config
         try:
             payload = jwt.decode(
                 token,
-                self._key,
-                algorithms=self._algorithms,
-                options={"require": ["exp"], "verify_exp": False, "verify_iat": False},
+                key.verifying,
+                algorithms=[key.algorithm],
+                audience=config.audience,
+                issuer=config.issuer,
+                options={
+                    "require": ["exp"], "verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                    "verify_aud": config.audience is not None, "strict_aud": config.audience is not None,
+                },
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from None
-        return _claims(payload, now)
+        return _claims(payload, now, self._leeway)
 
 
-def _claims(payload: dict[str, object], now: float) -> Claims:
+def _claims(payload: dict[str, Any], now: float, leeway: float) -> Claims:
     exp, user_id, refresh = payload.get("exp"), payload.get("user_id"), payload.get("refresh")
     if not _is_number(exp):
         raise InvalidToken("exp is not a number")
-    if exp <= now:  # type: ignore[operator]
+    if exp + leeway <= now:
         raise InvalidToken("expired")
+    for name in ("nbf", "iat"):
+        value = payload.get(name)
+        if value is not None and (not _is_number(value) or value > now + leeway):
+            raise InvalidToken(f"{name} is in the future or not a number")
     if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
         raise InvalidToken("user_id is not a positive integer")
     if not isinstance(refresh, bool):
         raise InvalidToken("refresh is not a boolean")
-    iat = payload.get("iat", 0)
-    jti = payload.get("jti", "")
+    jti = payload.get("jti")
+    jti = jti if isinstance(jti, str) else ""
+    sid = payload.get("sid")
     return Claims(
         user_id=user_id,
         refresh=refresh,
-        exp=float(exp),  # type: ignore[arg-type]
-        iat=float(iat) if _is_number(iat) else 0.0,  # type: ignore[arg-type]
-        jti=jti if isinstance(jti, str) else "",
+        exp=float(exp),
+        iat=float(payload.get("iat") or 0),
+        jti=jti,
+        sid=sid if isinstance(sid, str) and sid else jti,
     )
 
 

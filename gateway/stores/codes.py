@@ -1,49 +1,133 @@
-"""One-time SMS codes at `app:code:{mobile}`, consumed atomically (GETDEL).
+"""One-time SMS codes at `app:code:{mobile}`, with a bounded number of guesses.
+
+A check counts the attempt and reads the code in one atomic step; the code is
+compared in constant time here, not in Redis; a right guess then deletes the
+code only if it is still the same code, so of two concurrent right guesses
+exactly one wins. After `max_attempts` guesses the code is dead, even for the
+right one.
 
 When the primary refuses connections the code is read from the replica, as
-the seed does; a replica cannot delete, so the failure is logged loudly.
+the seed does. A replica cannot count or delete, so during the outage this
+instance counts attempts and spent codes itself, and says so in the log.
 """
 from __future__ import annotations
 
+import hmac
 import logging
+import time
+from typing import Any, Callable, Protocol
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from . import StoreUnavailable
-from .kv import KeyValue
+from .kv import KeyValue, MemoryKV
 
 log = logging.getLogger("gateway.stores.codes")
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_DOWN = (RedisError, OSError)
+
+ATTEMPT = """
+local code = redis.call('GET', KEYS[1])
+if not code then return false end
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then redis.call('PEXPIRE', KEYS[2], math.max(redis.call('PTTL', KEYS[1]), 1)) end
+if n > tonumber(ARGV[1]) then redis.call('DEL', KEYS[1], KEYS[2]) return false end
+return code
+"""
+CONSUME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) return 1 end
+return 0
+"""
 
 
-class CodeStore:
-    def __init__(self, primary: KeyValue, replica: KeyValue | None = None) -> None:
+def code_key(mobile: str) -> str:
+    return f"app:code:{mobile}"
+
+
+def attempts_key(mobile: str) -> str:
+    return f"app:code:{mobile}:attempts"
+
+
+def same(real: str, guess: str) -> bool:
+    return hmac.compare_digest(real.encode(), guess.encode())
+
+
+class CodeStore(Protocol):
+    async def put(self, mobile: str, code: str, ttl: int) -> None:
+        """Store a new code, replacing the old one and its attempt count."""
+
+    async def check(self, mobile: str, guess: str, max_attempts: int) -> bool:
+        """True once for the right code; counts every guess."""
+
+
+class MemoryCodeStore:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._codes: dict[str, list[Any]] = {}  # mobile -> [code, attempts, deadline]
+        self._clock = clock
+
+    async def put(self, mobile: str, code: str, ttl: int) -> None:
+        self._codes[mobile] = [code, 0, self._clock() + ttl]
+
+    async def check(self, mobile: str, guess: str, max_attempts: int) -> bool:
+        entry = self._codes.get(mobile)
+        if entry is None or entry[2] <= self._clock():
+            self._codes.pop(mobile, None)
+            return False
+        entry[1] += 1
+        if entry[1] > max_attempts:
+            del self._codes[mobile]
+            return False
+        if same(entry[0], guess):
+            del self._codes[mobile]
+            return True
+        return False
+
+
+class RedisCodeStore:
+    def __init__(self, primary: Any, replica: Any | None = None) -> None:
         self._primary = primary
         self._replica = replica
-
-    @staticmethod
-    def key(mobile: str) -> str:
-        return f"app:code:{mobile}"
+        self._attempt = primary.register_script(ATTEMPT)
+        self._consume = primary.register_script(CONSUME)
+        self._local: KeyValue = MemoryKV()  # attempts and spent codes while only the replica answers
 
     async def put(self, mobile: str, code: str, ttl: int) -> None:
         try:
-            await self._primary.set(self.key(mobile), code, ex=ttl)
+            async with self._primary.pipeline(transaction=True) as pipe:
+                pipe.set(code_key(mobile), code, ex=ttl)
+                pipe.delete(attempts_key(mobile))
+                await pipe.execute()
         except _DOWN as exc:
             log.error("cannot store sms code: redis primary unavailable: %s", exc)
             raise StoreUnavailable() from None
 
-    async def take(self, mobile: str) -> str | None:
-        """The stored code, removed so that it is used at most once."""
-        key = self.key(mobile)
+    async def check(self, mobile: str, guess: str, max_attempts: int) -> bool:
+        keys = [code_key(mobile), attempts_key(mobile)]
         try:
-            return await self._primary.getdel(key)  # type: ignore[no-any-return]
+            real = await self._attempt(keys=keys, args=[max_attempts])
+            if real is None or not same(real, guess):
+                return False
+            return bool(await self._consume(keys=keys, args=[real]))
         except _DOWN as exc:
-            log.error("redis primary unavailable while reading sms code: %s", exc)
+            log.error("redis primary unavailable while checking an sms code: %s", exc)
             if self._replica is None:
                 raise StoreUnavailable() from None
+        return await self._check_on_replica(mobile, guess, max_attempts)
+
+    async def _check_on_replica(self, mobile: str, guess: str, max_attempts: int) -> bool:
         try:
-            return await self._replica.get(key)  # type: ignore[no-any-return]
+            real = await self._replica.get(code_key(mobile))
         except _DOWN as exc:
-            log.error("redis replica unavailable while reading sms code: %s", exc)
+            log.error("redis replica unavailable while reading an sms code: %s", exc)
             raise StoreUnavailable() from None
+        if real is None:
+            return False
+        log.warning("sms code read from the replica; attempts are counted by this instance only")
+        marker = f"{mobile}:{real}"
+        if await self._local.get(f"spent:{marker}") is not None:
+            return False
+        tries = await self._local.incr(f"tries:{marker}")
+        await self._local.expire(f"tries:{marker}", 600)
+        if tries > max_attempts or not same(real, guess):
+            return False
+        await self._local.set(f"spent:{marker}", "1", ex=600)
+        return True

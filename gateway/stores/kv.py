@@ -13,7 +13,9 @@ import redis.asyncio as aioredis
 
 class KeyValue(Protocol):
     async def get(self, name: str) -> Any: ...
-    async def set(self, name: str, value: str, ex: int | None = None) -> Any: ...
+    async def set(self, name: str, value: str, ex: int | None = None, nx: bool = False) -> Any: ...
+    async def incr(self, name: str) -> Any: ...
+    async def expire(self, name: str, seconds: int) -> Any: ...
     async def getdel(self, name: str) -> Any: ...
     async def delete(self, *names: str) -> Any: ...
     async def ttl(self, name: str) -> Any: ...
@@ -37,9 +39,24 @@ class MemoryKV:
     async def get(self, name: str) -> str | None:
         return self._live(name)
 
-    async def set(self, name: str, value: str, ex: int | None = None) -> bool:
+    async def set(self, name: str, value: str, ex: float | None = None, nx: bool = False) -> bool | None:
+        if nx and self._live(name) is not None:
+            return None
         deadline = None if ex is None else self._clock() + ex
         self._data[name] = (str(value), deadline)
+        return True
+
+    async def incr(self, name: str) -> int:
+        value = int(self._live(name) or 0) + 1
+        deadline = self._data[name][1] if name in self._data else None
+        self._data[name] = (str(value), deadline)
+        return value
+
+    async def expire(self, name: str, seconds: float) -> bool:
+        value = self._live(name)
+        if value is None:
+            return False
+        self._data[name] = (value, self._clock() + seconds)
         return True
 
     async def getdel(self, name: str) -> str | None:

@@ -5,7 +5,7 @@ SQLite (aiosqlite). Handlers never see SQL.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -20,6 +20,7 @@ class User:
     name: str
     status: int
     account: str | None = None
+    password: str | None = field(default=None, repr=False)  # an argon2id hash, never the password
 
     @property
     def enabled(self) -> bool:
@@ -30,10 +31,12 @@ class UserStore(Protocol):
     async def migrate(self) -> None: ...
     async def get_by_id(self, user_id: int) -> User | None: ...
     async def get_by_mobile(self, mobile: str) -> User | None: ...
+    async def get_by_account(self, account: str) -> User | None: ...
     async def register(self, user_id: int, mobile: str) -> User:
         """Create the user (and an empty profile) unless the mobile exists; return whichever won."""
     async def touch_login(self, user_id: int) -> None: ...
     async def set_status(self, user_id: int, status: int) -> None: ...
+    async def set_password(self, user_id: int, password_hash: str) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -41,14 +44,14 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
-USER_COLUMNS = "user_id, mobile, user_name, status, account"
+USER_COLUMNS = "user_id, mobile, user_name, status, account, password"
 
 
 def user_from_row(row: tuple[object, ...] | None) -> User | None:
     if row is None:
         return None
-    user_id, mobile, name, status, account = row
-    return User(int(user_id), str(mobile), str(name), int(status), account)  # type: ignore[call-overload]
+    user_id, mobile, name, status, account, password = row
+    return User(int(user_id), str(mobile), str(name), int(status), account, password)  # type: ignore[call-overload]
 
 
 async def open_user_store(url: str, pool_size: int = 10) -> UserStore:

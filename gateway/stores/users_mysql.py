@@ -64,6 +64,9 @@ class MySQLUserStore:
     async def get_by_mobile(self, mobile: str) -> User | None:
         return await self._one("mobile", mobile)
 
+    async def get_by_account(self, account: str) -> User | None:
+        return await self._one("account", account)
+
     async def register(self, user_id: int, mobile: str) -> User:
         for _attempt in range(3):
             try:
@@ -104,6 +107,10 @@ class MySQLUserStore:
     async def set_status(self, user_id: int, status: int) -> None:
         async with self._cursor() as cur:
             await cur.execute("UPDATE user_basic SET status = %s WHERE user_id = %s", (status, user_id))
+
+    async def set_password(self, user_id: int, password_hash: str) -> None:
+        async with self._cursor() as cur:
+            await cur.execute("UPDATE user_basic SET password = %s WHERE user_id = %s", (password_hash, user_id))
 
     async def close(self) -> None:
         self._pool.close()

@@ -54,6 +54,9 @@ class SQLiteUserStore:
     async def get_by_mobile(self, mobile: str) -> User | None:
         return await self._one("mobile", mobile)
 
+    async def get_by_account(self, account: str) -> User | None:
+        return await self._one("account", account)
+
     async def register(self, user_id: int, mobile: str) -> User:
         async with self._write:
             cur = await self._db.execute(
@@ -79,6 +82,9 @@ class SQLiteUserStore:
 
     async def set_status(self, user_id: int, status: int) -> None:
         await self._update("UPDATE user_basic SET status = ? WHERE user_id = ?", (status, user_id))
+
+    async def set_password(self, user_id: int, password_hash: str) -> None:
+        await self._update("UPDATE user_basic SET password = ? WHERE user_id = ?", (password_hash, user_id))
 
     async def close(self) -> None:
         await self._db.close()

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway import keys
 from tests.factories import make_token
 from upstream_stub.app import RECEIVED
 
@@ -16,6 +17,12 @@ def store_urls(tmp_path: Any) -> dict[str, str]:
 
 
 USER_ID = 4242
+
+
+@pytest.fixture(autouse=True)
+async def registered_user(gateway: TestClient) -> None:
+    """Tokens below name this user; the gateway refuses tokens of users it does not know."""
+    await gateway.server.app[keys.USERS].register(USER_ID, "13900004242")
 TOKENS: dict[str, str | None] = {
     "none": None,
     "access": f"Bearer {make_token(USER_ID)}",

@@ -27,7 +27,7 @@ def test_environment_references_expand_with_defaults() -> None:
     raw["jwt"]["secret"] = "${MY_SECRET}"
     raw["database"]["url"] = "${DB_URL:-sqlite:///fallback.db}"
     config = parse_config(raw, env={"MY_SECRET": SECRET})
-    assert config.jwt.secret == SECRET
+    assert config.jwt.signing_key.signing == SECRET
     assert config.database.url == "sqlite:///fallback.db"
 
 
@@ -44,7 +44,7 @@ def test_environment_overrides_the_file() -> None:
     }
     config = parse_config(config_dict(), env=env)
     assert (config.server.host, config.server.port) == ("0.0.0.0", 9100)
-    assert config.jwt.secret == "y" * 40
+    assert config.jwt.signing_key.signing == "y" * 40
     assert config.redis.url == "redis://127.0.0.1:6380/1"
     assert config.database.url == "mysql://u:p@db:3306/toutiao"
 
@@ -74,12 +74,12 @@ def test_a_missing_secret_is_refused_unless_dev_mode_makes_one_up() -> None:
     del raw["jwt"]["secret"]
     assert problems(raw) == ["jwt.secret: is required (set GATEWAY_JWT_SECRET, or run with --dev)"]
     config = parse_config(raw, env={}, dev=True)
-    assert config.jwt.generated and len(config.jwt.secret.encode()) >= 32
+    assert config.jwt.generated and len(config.jwt.signing_key.signing.encode()) >= 64
 
 
 def test_dev_mode_keeps_a_configured_secret() -> None:
     config = parse_config(config_dict(), env={}, dev=True)
-    assert config.jwt.secret == SECRET and not config.jwt.generated
+    assert config.jwt.signing_key.signing == SECRET and not config.jwt.generated
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,11 @@ import jwt
 import pytest
 
 from gateway.auth.tokens import InvalidToken, TokenService, bearer_token
-from gateway.config import JwtConfig
-from tests.factories import SECRET, make_token
+from tests.factories import SECRET, jwt_config, make_token
 
 
 def service(**kwargs: object) -> TokenService:
-    return TokenService(JwtConfig(secret=SECRET, **kwargs))  # type: ignore[arg-type]
+    return TokenService(jwt_config(**kwargs))
 
 
 def test_issued_tokens_carry_the_seed_payload() -> None:
@@ -19,7 +18,9 @@ def test_issued_tokens_carry_the_seed_payload() -> None:
     pair = tokens.issue_pair(7)
     access = jwt.decode(pair.token, SECRET, algorithms=["HS256"])
     refresh = jwt.decode(pair.refresh_token, SECRET, algorithms=["HS256"])
-    assert set(access) == {"user_id", "refresh", "exp", "iat", "jti"}
+    assert set(access) == {"user_id", "refresh", "exp", "iat", "jti", "sid"}
+    assert access["sid"] == refresh["sid"]
+    assert jwt.get_unverified_header(pair.token)["kid"] == "default"
     assert access["user_id"] == 7 and access["refresh"] is False
     assert refresh["refresh"] is True
     assert access["exp"] - access["iat"] == 7200
@@ -29,14 +30,14 @@ def test_issued_tokens_carry_the_seed_payload() -> None:
 
 def test_lifetimes_come_from_config() -> None:
     tokens = service(access_ttl=60, refresh_ttl=120)
-    payload = jwt.decode(tokens.issue(1, refresh=False), SECRET, algorithms=["HS256"])
+    payload = jwt.decode(tokens.issue(1, refresh=False, sid="s"), SECRET, algorithms=["HS256"])
     assert payload["exp"] - payload["iat"] == 60
 
 
 def test_verify_round_trip() -> None:
     tokens = service()
-    claims = tokens.verify(tokens.issue(9, refresh=True))
-    assert claims.user_id == 9 and claims.refresh is True
+    claims = tokens.verify(tokens.issue(9, refresh=True, sid="s1"))
+    assert claims.user_id == 9 and claims.refresh is True and claims.sid == "s1"
 
 
 @pytest.mark.parametrize(
@@ -75,8 +76,8 @@ def test_alg_none_is_rejected() -> None:
 
 def test_cache_never_serves_past_exp() -> None:
     now = [1_000_000.0]
-    tokens = TokenService(JwtConfig(secret=SECRET, access_ttl=10, refresh_ttl=20), clock=lambda: now[0])
-    token = tokens.issue(5, refresh=False)
+    tokens = TokenService(jwt_config(access_ttl=10, refresh_ttl=20), clock=lambda: now[0])
+    token = tokens.issue(5, refresh=False, sid="s")
     assert tokens.verify(token).user_id == 5
     now[0] += 9
     assert tokens.verify(token).user_id == 5
@@ -87,7 +88,7 @@ def test_cache_never_serves_past_exp() -> None:
 
 def test_cache_is_bounded() -> None:
     tokens = service(cache_size=3)
-    issued = [tokens.issue(i, refresh=False) for i in range(1, 8)]
+    issued = [tokens.issue(i, refresh=False, sid="s") for i in range(1, 8)]
     for token in issued:
         tokens.verify(token)
     assert len(tokens._cache) <= 3

@@ -1,0 +1,42 @@
+"""Whether a user is enabled, cached for `revocation.user_status_cache_ttl` seconds.
+
+A disabled user's tokens are refused on protected routes within that time;
+`users disable` also publishes the change, so instances usually forget the
+cached status at once.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from ..stores.users import UserStore
+
+MAX_ENTRIES = 100_000
+
+
+class UserStatusCache:
+    def __init__(self, users: UserStore, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._users = users
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[int, tuple[bool, float]] = {}
+
+    async def enabled(self, user_id: int) -> bool:
+        now = self._clock()
+        entry = self._cache.get(user_id)
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        user = await self._users.get_by_id(user_id)
+        enabled = user is not None and user.enabled
+        if self._ttl > 0:
+            if len(self._cache) >= MAX_ENTRIES:
+                self._cache.clear()
+            self._cache[user_id] = (enabled, now + self._ttl)
+        return enabled
+
+    def forget(self, user_id: int) -> None:
+        """Drop one user's cached status; 0 drops them all."""
+        if user_id == 0:
+            self._cache.clear()
+        else:
+            self._cache.pop(user_id, None)

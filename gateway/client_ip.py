@@ -1,0 +1,36 @@
+"""The client's address: the socket's peer, unless that peer is a trusted proxy.
+
+Only then is X-Forwarded-For read, right to left, skipping trusted proxies:
+the first address that is not one of ours is the client. A forged entry to
+the left of it changes nothing.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable
+
+from .config.model import Network
+
+
+def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def client_ip(peer: str, forwarded_for: Iterable[str], trusted: tuple[Network, ...]) -> str:
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    client = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # garbage: trust nothing further left
+        client = hop
+        if not _trusted(hop, trusted):
+            break
+    return client

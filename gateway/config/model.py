@@ -1,0 +1,130 @@
+"""The parsed configuration: frozen dataclasses whose fields match the YAML keys."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from limits import RateLimitItem
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    access_log: bool = False
+    log_level: str = "INFO"
+    trusted_proxies: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class JwtKey:
+    """One key of `jwt.keys`. `signing` is None for a verify-only (public) key."""
+
+    kid: str
+    algorithm: str
+    signing: Any
+    verifying: Any
+    public_jwk: Mapping[str, Any] | None = None  # served at /.well-known/jwks.json
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    keys: tuple[JwtKey, ...]
+    access_ttl: float = 2 * 3600
+    refresh_ttl: float = 14 * 86400
+    cache_size: int = 10000
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = 0.0
+    rotate_refresh_tokens: bool = False
+    rotation_grace: float = 10.0
+    generated: bool = False  # True when --dev made up the secret
+    kidless_legacy: bool = False  # single `secret` form: tokens without `kid` use it
+
+    @property
+    def signing_key(self) -> JwtKey:
+        return self.keys[0]
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = "memory://"
+    replica_url: str | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///gateway.db"
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
+class IdsConfig:
+    datacenter_id: int = 0
+    worker_id: int = 0
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    sender: str = "log"
+    code_ttl: int = 300
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    rate: RateLimitItem
+    key: str  # ip | mobile | user
+
+    def __str__(self) -> str:
+        return f"{self.rate} by {self.key}"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    sms: tuple[RateLimit, ...] = ()
+    login: tuple[RateLimit, ...] = ()
+    refresh: tuple[RateLimit, ...] = ()
+    login_failures: RateLimitItem | None = None  # failed logins per mobile or account
+
+
+@dataclass(frozen=True)
+class RevocationConfig:
+    user_status_cache_ttl: float = 60.0
+    on_redis_down: str = "reject"  # reject | allow
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    targets: tuple[str, ...]
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_connections: int = 100
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    path: str
+    upstream: str
+    auth: Mapping[str, str]  # method (or "*") -> public | optional | required
+    forward_authorization: bool = False
+    limits: tuple[RateLimit, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    jwt: JwtConfig
+    server: ServerConfig = field(default_factory=ServerConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    ids: IdsConfig = field(default_factory=IdsConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    revocation: RevocationConfig = field(default_factory=RevocationConfig)
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    routes: tuple[RouteConfig, ...] = ()
+    source: str = "<memory>"

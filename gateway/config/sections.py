@@ -1,0 +1,216 @@
+"""One reader per section of gateway.yaml."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Mapping
+
+from ..routing import AUTH_MODES, normalize_route_path
+from .jwtkeys import read_keys
+from .model import (Config, DatabaseConfig, IdsConfig, JwtConfig, LimitsConfig, Network, RedisConfig,
+                    RevocationConfig, RouteConfig, ServerConfig, SmsConfig, UpstreamConfig)
+from .reader import Reader
+
+SMS_SENDERS = ("log",)
+MAX_CODE_TTL = 600  # NIST SP 800-63B: an out-of-band secret lives 10 minutes at most
+DEFAULT_SMS_LIMITS = [{"rate": "1/minute", "key": "mobile"}, {"rate": "100/hour", "key": "ip"}]
+TOP_LEVEL = {"server", "jwt", "redis", "database", "ids", "sms", "limits", "revocation", "upstreams", "routes"}
+
+
+def read_config(reader: Reader, raw: dict[str, Any], dev: bool) -> Config:
+    reader.section(raw, "", TOP_LEVEL)
+    upstreams = upstreams_section(reader, raw.get("upstreams"))
+    return Config(
+        server=server(reader, raw.get("server")),
+        jwt=jwt(reader, raw.get("jwt"), dev),
+        redis=redis(reader, raw.get("redis")),
+        database=database(reader, raw.get("database")),
+        ids=ids(reader, raw.get("ids")),
+        sms=sms(reader, raw.get("sms")),
+        limits=limits_section(reader, raw.get("limits")),
+        revocation=revocation(reader, raw.get("revocation")),
+        upstreams=upstreams,
+        routes=routes(reader, raw.get("routes"), upstreams),
+    )
+
+
+def server(reader: Reader, raw: Any) -> ServerConfig:
+    block = reader.section(raw, "server", {"host", "port", "access_log", "log_level", "trusted_proxies"})
+    return ServerConfig(
+        host=reader.string(block, "host", "server", "127.0.0.1") or "127.0.0.1",
+        port=reader.integer(block, "port", "server", 8000, 0, 65535),
+        access_log=reader.boolean(block, "access_log", "server", False),
+        log_level=reader.choice({k: str(v).upper() for k, v in block.items()}, "log_level", "server",
+                                ("INFO", "DEBUG", "WARNING", "ERROR")),
+        trusted_proxies=networks(reader, block.get("trusted_proxies"), "server.trusted_proxies"),
+    )
+
+
+def networks(reader: Reader, raw: Any, where: str) -> tuple[Network, ...]:
+    found = []
+    for i, value in enumerate(reader.items(raw, where)):
+        try:
+            found.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            reader.problem(f"{where}[{i}]", f"must be an IP address or CIDR block, got {value!r}")
+    return tuple(found)
+
+
+def jwt(reader: Reader, raw: Any, dev: bool) -> JwtConfig:
+    block = reader.section(raw, "jwt", {"secret", "algorithm", "keys", "access_ttl", "refresh_ttl", "cache_size",
+                                        "issuer", "audience", "leeway", "rotate_refresh_tokens", "rotation_grace"})
+    keys, generated, legacy = read_keys(reader, block, dev)
+    access_ttl = reader.duration(block, "access_ttl", "jwt", 2 * 3600)
+    refresh_ttl = reader.duration(block, "refresh_ttl", "jwt", 14 * 86400)
+    if refresh_ttl <= access_ttl:
+        reader.problem("jwt.refresh_ttl", "must be longer than jwt.access_ttl")
+    return JwtConfig(
+        keys=keys,
+        access_ttl=access_ttl,
+        refresh_ttl=refresh_ttl,
+        cache_size=reader.integer(block, "cache_size", "jwt", 10000, 0, 10_000_000),
+        issuer=reader.string(block, "issuer", "jwt", None) or None,
+        audience=reader.string(block, "audience", "jwt", None) or None,
+        leeway=reader.duration(block, "leeway", "jwt", 0.0, zero=True),
+        rotate_refresh_tokens=reader.boolean(block, "rotate_refresh_tokens", "jwt", False),
+        rotation_grace=reader.duration(block, "rotation_grace", "jwt", 10.0, zero=True),
+        generated=generated,
+        kidless_legacy=legacy,
+    )
+
+
+def redis(reader: Reader, raw: Any) -> RedisConfig:
+    block = reader.section(raw, "redis", {"url", "replica_url"})
+    url = reader.string(block, "url", "redis", "memory://") or "memory://"
+    replica = reader.string(block, "replica_url", "redis", None) or None
+    reader.check_scheme("redis.url", url, ("memory", "redis", "rediss", "unix"))
+    if replica is not None:
+        reader.check_scheme("redis.replica_url", replica, ("redis", "rediss", "unix"))
+        if url == "memory://":
+            reader.problem("redis.replica_url", "needs a real Redis in redis.url")
+    return RedisConfig(url=url, replica_url=replica)
+
+
+def database(reader: Reader, raw: Any) -> DatabaseConfig:
+    block = reader.section(raw, "database", {"url", "pool_size"})
+    url = reader.string(block, "url", "database", "sqlite:///gateway.db") or ""
+    reader.check_scheme("database.url", url, ("sqlite", "mysql"))
+    return DatabaseConfig(url=url, pool_size=reader.integer(block, "pool_size", "database", 10, 1, 1000))
+
+
+def ids(reader: Reader, raw: Any) -> IdsConfig:
+    block = reader.section(raw, "ids", {"datacenter_id", "worker_id"})
+    return IdsConfig(
+        datacenter_id=reader.integer(block, "datacenter_id", "ids", 0, 0, 31),
+        worker_id=reader.integer(block, "worker_id", "ids", 0, 0, 31),
+    )
+
+
+def sms(reader: Reader, raw: Any) -> SmsConfig:
+    block = reader.section(raw, "sms", {"sender", "code_ttl", "max_attempts"})
+    code_ttl = int(reader.duration(block, "code_ttl", "sms", 300))
+    if code_ttl > MAX_CODE_TTL:
+        reader.problem("sms.code_ttl", f"must be at most {MAX_CODE_TTL} seconds (NIST SP 800-63B)")
+    return SmsConfig(
+        sender=reader.choice(block, "sender", "sms", SMS_SENDERS),
+        code_ttl=code_ttl,
+        max_attempts=reader.integer(block, "max_attempts", "sms", 5, 1, 100),
+    )
+
+
+def limits_section(reader: Reader, raw: Any) -> LimitsConfig:
+    block = reader.section(raw, "limits", {"sms", "login", "refresh", "login_failures"})
+    failures = block.get("login_failures", "100/day")
+    return LimitsConfig(
+        sms=reader.rate_limits(block.get("sms", DEFAULT_SMS_LIMITS), "limits.sms", ("mobile", "ip")),
+        login=reader.rate_limits(block.get("login"), "limits.login", ("mobile", "ip")),
+        refresh=reader.rate_limits(block.get("refresh"), "limits.refresh", ("user", "ip")),
+        login_failures=reader.rate(failures, "limits.login_failures") if failures is not None else None,
+    )
+
+
+def revocation(reader: Reader, raw: Any) -> RevocationConfig:
+    block = reader.section(raw, "revocation", {"user_status_cache_ttl", "on_redis_down"})
+    return RevocationConfig(
+        user_status_cache_ttl=reader.duration(block, "user_status_cache_ttl", "revocation", 60.0, zero=True),
+        on_redis_down=reader.choice(block, "on_redis_down", "revocation", ("reject", "allow")),
+    )
+
+
+def upstreams_section(reader: Reader, raw: Any) -> dict[str, UpstreamConfig]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        reader.problem("upstreams", "must be a mapping of name to upstream")
+        return {}
+    return {str(name): upstream(reader, str(name), spec) for name, spec in raw.items()}
+
+
+def upstream(reader: Reader, name: str, raw: Any) -> UpstreamConfig:
+    where = f"upstreams.{name}"
+    block = reader.section(raw, where, {"targets", "timeouts", "max_connections"})
+    targets = block.get("targets")
+    if not isinstance(targets, list) or not targets:
+        reader.problem(f"{where}.targets", "must be a non-empty list of http:// URLs")
+        targets = []
+    for i, target in enumerate(targets):
+        if not isinstance(target, str) or not re.fullmatch(r"https?://[^/\s?#]+/?", target):
+            reader.problem(f"{where}.targets[{i}]", f"must be http://host:port, got {target!r}")
+    timeouts = reader.section(block.get("timeouts"), f"{where}.timeouts", {"connect", "read"})
+    return UpstreamConfig(
+        name=name,
+        targets=tuple(str(t).rstrip("/") for t in targets),
+        connect_timeout=reader.duration(timeouts, "connect", f"{where}.timeouts", 5.0),
+        read_timeout=reader.duration(timeouts, "read", f"{where}.timeouts", 30.0),
+        max_connections=reader.integer(block, "max_connections", where, 100, 1, 100000),
+    )
+
+
+def routes(reader: Reader, raw: Any, upstreams: Mapping[str, UpstreamConfig]) -> tuple[RouteConfig, ...]:
+    found = [route(reader, f"routes[{i}]", spec, upstreams) for i, spec in enumerate(reader.items(raw, "routes"))]
+    seen: dict[str, int] = {}
+    for i, r in enumerate(found):
+        if r.path in seen:
+            reader.problem(f"routes[{i}].path", f"duplicates routes[{seen[r.path]}].path")
+        seen.setdefault(r.path, i)
+    return tuple(found)
+
+
+def route(reader: Reader, where: str, raw: Any, upstreams: Mapping[str, UpstreamConfig]) -> RouteConfig:
+    block = reader.section(raw, where, {"path", "upstream", "auth", "forward_authorization", "limits"})
+    path = reader.string(block, "path", where, None)
+    try:
+        path = normalize_route_path(path or "")
+    except ValueError as exc:
+        reader.problem(f"{where}.path", str(exc))
+    upstream_name = reader.string(block, "upstream", where, None)
+    if not upstream_name:
+        reader.problem(f"{where}.upstream", "is required")
+    elif upstream_name not in upstreams:
+        reader.problem(f"{where}.upstream", f"unknown upstream {upstream_name!r}")
+    return RouteConfig(
+        path=path or "/",
+        upstream=upstream_name or "",
+        auth=auth(reader, block.get("auth", "required"), f"{where}.auth"),
+        forward_authorization=reader.boolean(block, "forward_authorization", where, False),
+        limits=reader.rate_limits(block.get("limits"), f"{where}.limits", ("ip", "user")),
+    )
+
+
+def auth(reader: Reader, raw: Any, where: str) -> Mapping[str, str]:
+    if isinstance(raw, str):
+        raw = {"*": raw}
+    if not isinstance(raw, dict) or not raw:
+        reader.problem(where, f"must be one of {', '.join(AUTH_MODES)}, or a mapping of method to mode")
+        return {"*": "required"}
+    modes: dict[str, str] = {}
+    for method, mode in raw.items():
+        key = str(method).upper()
+        if key != "*" and not re.fullmatch(r"[A-Z]+", key):
+            reader.problem(f"{where}.{method}", "is not an HTTP method")
+        if mode not in AUTH_MODES:
+            reader.problem(f"{where}.{method}", f"must be one of {', '.join(AUTH_MODES)}, got {mode!r}")
+            mode = "required"
+        modes[key] = mode
+    modes.setdefault("*", "required")  # fail closed: methods the map does not name need a token
+    return modes

@@ -1,0 +1,65 @@
+"""Sliding-window rate limits (the `limits` library's moving window), shared through Redis.
+
+On `memory://` the window lives in this process. When Redis cannot be
+reached a limit is not dropped: it falls back to this instance's own window
+until Redis answers again.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from limits import RateLimitItem
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+from redis.exceptions import RedisError
+
+log = logging.getLogger("gateway.stores.limits")
+_DOWN = (StorageError, RedisError, OSError)
+
+
+def redis_storage(url: str, client: Any) -> Storage:
+    """A limits storage that shares the gateway's redis.asyncio connection pool."""
+    return RedisStorage(f"async+{url}", implementation="redispy", wrap_exceptions=True,
+                        connection_pool=client.connection_pool, key_prefix="gw:limits")
+
+
+class Limiter:
+    def __init__(self, storage: Storage | None = None) -> None:
+        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._shared = MovingWindowRateLimiter(storage) if storage is not None else self._local
+
+    async def hit(self, rate: RateLimitItem, *key: str) -> float | None:
+        """Count one request. None when it is allowed, else the seconds until it would be."""
+        try:
+            return await self._hit(self._shared, rate, key)
+        except _DOWN as exc:
+            log.error("rate limit storage unavailable, limiting per instance: %s", exc)
+            return await self._hit(self._local, rate, key)
+
+    async def exhausted(self, rate: RateLimitItem, *key: str) -> float | None:
+        """Like hit, without counting."""
+        try:
+            return await self._test(self._shared, rate, key)
+        except _DOWN as exc:
+            log.error("rate limit storage unavailable, limiting per instance: %s", exc)
+            return await self._test(self._local, rate, key)
+
+    @staticmethod
+    async def _hit(limiter: MovingWindowRateLimiter, rate: RateLimitItem, key: tuple[str, ...]) -> float | None:
+        if await limiter.hit(rate, *key):
+            return None
+        return await _retry_after(limiter, rate, key)
+
+    @staticmethod
+    async def _test(limiter: MovingWindowRateLimiter, rate: RateLimitItem, key: tuple[str, ...]) -> float | None:
+        if await limiter.test(rate, *key):
+            return None
+        return await _retry_after(limiter, rate, key)
+
+
+async def _retry_after(limiter: MovingWindowRateLimiter, rate: RateLimitItem, key: tuple[str, ...]) -> float:
+    stats = await limiter.get_window_stats(rate, *key)
+    return max(stats.reset_time - time.time(), 1.0)
