@@ -1,4 +1,4 @@
-"""Command line: run (the default), check-config, migrate."""
+"""Command line: run (the default), check-config, migrate, users."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "migrate":
         return asyncio.run(_migrate(config))
+    if command == "users":
+        from .users_cli import run_users_command
+
+        return asyncio.run(run_users_command(config, args.action, args.user))
     return _run(config)
 
 
@@ -43,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dev", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
     sub.add_parser("migrate", parents=[common], help="create the user tables (idempotent)")
+    users = sub.add_parser("users", parents=[common], help="set-password, revoke, disable or enable a user")
+    users.add_argument("action", choices=["set-password", "revoke", "disable", "enable"])
+    users.add_argument("user", metavar="USER", help="a mobile, an account or a user id")
     return parser
 
 

@@ -63,6 +63,7 @@ def make_token(
     algorithm: str = "HS256",
     ttl: float = 3600,
     drop: tuple[str, ...] = (),
+    headers: dict[str, Any] | None = None,
     **extra: Any,
 ) -> str:
     now = int(time.time())
@@ -70,7 +71,7 @@ def make_token(
     payload.update(extra)
     for key in drop:
         payload.pop(key, None)
-    return jwt.encode(payload, secret, algorithm=algorithm)
+    return jwt.encode(payload, secret, algorithm=algorithm, headers=headers)
 
 
 def bearer(token: str) -> dict[str, str]:

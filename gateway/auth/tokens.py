@@ -12,6 +12,7 @@ given as a numeric string and knows nothing of `user_id` or `refresh`.
 """
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -60,10 +61,14 @@ class TokenService:
         self._cache_size = config.cache_size
 
     def issue(self, user_id: int, *, refresh: bool, sid: str) -> str:
-        now = int(self._clock())
+        now = self._clock()
         ttl = self._config.refresh_ttl if refresh else self._config.access_ttl
+        # iat to the millisecond (RFC 7519 NumericDate allows fractions), so that a per-user
+        # "not before" set by a revocation does not also catch a login a moment after it;
+        # rounded down, so a token is never "issued in the future" when verified at once.
         payload: dict[str, Any] = {
-            "user_id": user_id, "refresh": refresh, "exp": now + int(ttl), "iat": now, "jti": new_id(), "sid": sid,
+            "user_id": user_id, "refresh": refresh, "exp": int(now + ttl), "iat": math.floor(now * 1000) / 1000, "jti": new_id(),
+            "sid": sid,
         }
         if self._config.issuer:
             payload["iss"] = self._config.issuer

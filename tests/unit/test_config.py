@@ -136,3 +136,31 @@ def test_refresh_ttl_must_outlive_access_ttl() -> None:
     raw = config_dict()
     raw["jwt"]["refresh_ttl"] = "1h"
     assert "jwt.refresh_ttl: must be longer than jwt.access_ttl" in problems(raw)
+
+
+def test_sms_code_ttl_is_capped_at_ten_minutes() -> None:
+    raw = config_dict()
+    raw["sms"]["code_ttl"] = 601
+    assert "sms.code_ttl: must be at most 600 seconds (NIST SP 800-63B)" in problems(raw)
+    raw["sms"]["code_ttl"] = "10m"
+    assert parse_config(raw, env={}).sms.code_ttl == 600
+
+
+def test_limits_and_trusted_proxies() -> None:
+    raw = config_dict(server={"trusted_proxies": ["10.0.0.0/8", "::1", "bogus"]},
+                      limits={"sms": [{"rate": "often", "key": "ip"}, {"rate": "1/minute", "key": "user"}],
+                              "login_failures": "3/day"},
+                      revocation={"on_redis_down": "maybe"})
+    raw["routes"][0]["limits"] = [{"rate": "5/second", "key": "mobile"}]
+    found = problems(raw)
+    assert "server.trusted_proxies[2]: must be an IP address or CIDR block, got 'bogus'" in found
+    assert "limits.sms[0].rate: must be a rate such as 10/minute or 100 per hour, got 'often'" in found
+    assert "limits.sms[1].key: must be one of mobile, ip" in found
+    assert "routes[0].limits[0].key: must be one of ip, user" in found
+    assert "revocation.on_redis_down: must be one of reject, allow" in found
+    good = config_dict(server={"trusted_proxies": ["10.0.0.0/8"]}, limits={"login_failures": "3/day"})
+    config = parse_config(good, env={})
+    assert str(config.server.trusted_proxies[0]) == "10.0.0.0/8"
+    assert config.limits.login_failures is not None and config.limits.login_failures.amount == 3
+    assert [str(limit) for limit in parse_config(config_dict() | {"limits": None}, env={}).limits.sms] == [
+        "1 per 1 minute by mobile", "100 per 1 hour by ip"]

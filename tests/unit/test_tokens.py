@@ -23,15 +23,15 @@ def test_issued_tokens_carry_the_seed_payload() -> None:
     assert jwt.get_unverified_header(pair.token)["kid"] == "default"
     assert access["user_id"] == 7 and access["refresh"] is False
     assert refresh["refresh"] is True
-    assert access["exp"] - access["iat"] == 7200
-    assert refresh["exp"] - refresh["iat"] == 14 * 86400
+    assert 7199 < access["exp"] - access["iat"] <= 7200
+    assert 14 * 86400 - 1 < refresh["exp"] - refresh["iat"] <= 14 * 86400
     assert access["jti"] != refresh["jti"]
 
 
 def test_lifetimes_come_from_config() -> None:
     tokens = service(access_ttl=60, refresh_ttl=120)
     payload = jwt.decode(tokens.issue(1, refresh=False, sid="s"), SECRET, algorithms=["HS256"])
-    assert payload["exp"] - payload["iat"] == 60
+    assert 59 < payload["exp"] - payload["iat"] <= 60
 
 
 def test_verify_round_trip() -> None:
@@ -110,3 +110,8 @@ def test_cache_is_bounded() -> None:
 )
 def test_bearer_header_format(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+def test_a_token_verified_the_instant_it_is_issued_is_not_from_the_future() -> None:
+    tokens = TokenService(jwt_config(), clock=lambda: 1_900_000_000.9996)
+    assert tokens.verify(tokens.issue(1, refresh=False, sid="s")).iat <= 1_900_000_000.9996
