@@ -33,31 +33,25 @@ class Limiter:
 
     async def hit(self, rate: RateLimitItem, *key: str) -> float | None:
         """Count one request. None when it is allowed, else the seconds until it would be."""
-        try:
-            return await self._hit(self._shared, rate, key)
-        except _DOWN as exc:
-            log.error("rate limit storage unavailable, limiting per instance: %s", exc)
-            return await self._hit(self._local, rate, key)
+        return await self._ask(rate, key, count=True)
 
     async def exhausted(self, rate: RateLimitItem, *key: str) -> float | None:
         """Like hit, without counting."""
+        return await self._ask(rate, key, count=False)
+
+    async def _ask(self, rate: RateLimitItem, key: tuple[str, ...], *, count: bool) -> float | None:
         try:
-            return await self._test(self._shared, rate, key)
+            return await _ask(self._shared, rate, key, count)
         except _DOWN as exc:
             log.error("rate limit storage unavailable, limiting per instance: %s", exc)
-            return await self._test(self._local, rate, key)
+            return await _ask(self._local, rate, key, count)
 
-    @staticmethod
-    async def _hit(limiter: MovingWindowRateLimiter, rate: RateLimitItem, key: tuple[str, ...]) -> float | None:
-        if await limiter.hit(rate, *key):
-            return None
-        return await _retry_after(limiter, rate, key)
 
-    @staticmethod
-    async def _test(limiter: MovingWindowRateLimiter, rate: RateLimitItem, key: tuple[str, ...]) -> float | None:
-        if await limiter.test(rate, *key):
-            return None
-        return await _retry_after(limiter, rate, key)
+async def _ask(limiter: MovingWindowRateLimiter, rate: RateLimitItem, key: tuple[str, ...], count: bool) -> float | None:
+    allowed = await (limiter.hit(rate, *key) if count else limiter.test(rate, *key))
+    if allowed:
+        return None
+    return await _retry_after(limiter, rate, key)
 
 
 async def _retry_after(limiter: MovingWindowRateLimiter, rate: RateLimitItem, key: tuple[str, ...]) -> float:

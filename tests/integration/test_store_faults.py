@@ -89,3 +89,20 @@ async def test_database_down_fails_closed_with_503(make_gateway: Any, mysql_serv
     await client.get(f"/v1_0/sms/codes/{MOBILE}")
     resp = await client.post("/v1_0/authorizations", json={"mobile": MOBILE, "code": sms_codes(MOBILE)})
     assert resp.status == 201  # the pool reconnects once the database is back
+
+
+async def test_route_limits_hold_per_instance_while_redis_is_down(make_gateway: Any, upstream: TestServer,
+                                                                  tmp_path: Path) -> None:
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    try:
+        routes = [{"path": "/v1_0/channels", "upstream": "news", "auth": "public",
+                   "limits": [{"rate": "3/minute", "key": "ip"}]}]
+        client = await make_gateway(make_config(str(upstream.make_url("")).rstrip("/"), redis_url=redis.url,
+                                                database_url=f"sqlite:///{tmp_path}/gw.db", routes=routes))
+        assert (await client.get("/v1_0/channels")).status == 200
+        redis.stop()
+        statuses = [(await client.get("/v1_0/channels")).status for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]  # this instance's own window, not no limit at all
+    finally:
+        redis.stop()

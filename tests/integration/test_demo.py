@@ -1,0 +1,47 @@
+"""The README's first command: scripts/demo starts everything and its walkthrough works as printed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.servers import free_port, require_binary
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_the_printed_walkthrough_works_as_written() -> None:
+    require_binary("curl", "curl")
+    env = {**os.environ, "DEMO_PORT": str(free_port()), "DEMO_STUB_PORT": str(free_port())}
+    demo = subprocess.Popen(["scripts/demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        assert demo.stdout is not None
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        printed = "".join(lines)
+        assert "Press Ctrl-C" in printed, printed
+        walkthrough = printed.split("Paste these into another terminal", 1)[1].split("Press Ctrl-C")[0]
+        walkthrough = walkthrough.split("\n", 1)[1]
+        result = subprocess.run(["bash", "-e", "-c", walkthrough], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60)
+    finally:
+        os.killpg(demo.pid, signal.SIGTERM)
+        demo.wait(20)
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert '{"mobile": "13911111111"}' in out
+    assert '"refresh_token"' in out
+    assert "HTTP/1.1 401 Unauthorized" in out and '{"message": "User must be authorized."}' in out
+    assert '"name": "user ' in out
+    assert '{"message": "Do not use refresh token."}' in out
+    assert "\n204\n" in out and '{"message": "Wrong refresh token."}' in out
