@@ -227,3 +227,23 @@ async def test_disabled_users_are_denied_on_protected_routes(gateway: TestClient
     assert resp.status == 403 and await resp.json() == {"message": "User denied."}
     resp = await gateway.get("/v1_0/articles", headers=bearer(tokens["token"]))
     assert resp.status == 403
+
+
+async def test_users_commands_take_an_id_or_an_account(gateway: TestClient, login: Any, store_urls: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    import jwt
+
+    from tests.integration.test_guessing import set_account
+
+    user_id = jwt.decode((await login())["token"], options={"verify_signature": False})["user_id"]
+    await set_account(store_urls["database_url"], user_id, "reader01")
+    config = write_config(tmp_path, store_urls)
+    users = gateway.server.app[keys.USERS]
+    result = await asyncio.to_thread(users_command, config, "disable", str(user_id))
+    assert result.returncode == 0, result.stderr
+    assert not (await users.get_by_id(user_id)).enabled  # type: ignore[union-attr]
+    result = await asyncio.to_thread(users_command, config, "enable", "reader01")
+    assert result.returncode == 0, result.stderr
+    assert (await users.get_by_id(user_id)).enabled  # type: ignore[union-attr]
+    result = await asyncio.to_thread(users_command, config, "enable", "nobody-here")
+    assert result.returncode == 1 and "no user 'nobody-here'" in result.stderr
