@@ -21,8 +21,9 @@ from .config import Config
 from .errors import MethodNotAllowed
 from .ids import IdWorker
 from .middleware import render_errors, set_server_header
-from .pipeline import proxy
+from .pipeline import defer_continue, proxy
 from .proxy.forward import Forwarder
+from .proxy.health import HealthChecker
 from .proxy.headers import RequestIds
 from .ratelimit import RateLimits
 from .routing import RouteTable
@@ -49,7 +50,7 @@ def create_app(config: Config) -> web.Application:
     _add_own(app, "/v1_0/sms/codes/{mobile}", {"GET": handlers.send_code})
     _add_own(app, "/v1_0/authorizations", {"POST": handlers.login, "PUT": handlers.refresh, "DELETE": handlers.logout})
     _add_own(app, "/.well-known/jwks.json", {"GET": handlers.jwks})
-    app.router.add_route("*", "/{path:.*}", proxy)
+    app.router.add_route("*", "/{path:.*}", proxy, expect_handler=defer_continue)
     return app
 
 
@@ -122,9 +123,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 async def _upstreams(app: web.Application) -> AsyncIterator[None]:
     upstreams = app[keys.CONFIG].upstreams
-    session = Forwarder.session(upstreams)
-    app[keys.FORWARDER] = Forwarder(session, upstreams)
+    session = Forwarder.make_session(upstreams)
+    forwarder = Forwarder(session, upstreams)
+    app[keys.FORWARDER] = forwarder
+    checks = [asyncio.create_task(HealthChecker(u.name, u.targets, u.config.health_check, session).run())
+              for u in forwarder.upstreams.values() if u.config.health_check is not None]
     try:
         yield
     finally:
+        for task in checks:
+            task.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
         await session.close()

@@ -11,6 +11,7 @@
     ├── InternalError            500
     ├── BadGateway               502
     ├── ServiceUnavailable       503  (a store the gateway needs is down)
+    │   └── NoHealthyUpstream    503
     └── GatewayTimeout           504
 
 Stages raise these; `render_errors` in middleware.py turns them into JSON.
@@ -25,9 +26,11 @@ class GatewayError(Exception):
     status = 500
     message = "Internal server error."
 
-    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None,
+                 extra: Mapping[str, str] | None = None) -> None:
         self.message = message or type(self).message
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})  # more JSON fields, such as the upstream's name
         super().__init__(self.message)
 
 
@@ -81,6 +84,10 @@ class BadGateway(GatewayError):
 class ServiceUnavailable(GatewayError):
     status = 503
     message = "Service unavailable."
+
+
+class NoHealthyUpstream(ServiceUnavailable):
+    message = "No healthy upstream."
 
 
 class GatewayTimeout(GatewayError):

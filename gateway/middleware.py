@@ -18,7 +18,7 @@ STORE_ERRORS = (RedisError, pymysql.err.OperationalError, pymysql.err.InterfaceE
 
 
 def render(error: GatewayError) -> web.Response:
-    response = web.json_response({"message": error.message}, status=error.status)
+    response = web.json_response({"message": error.message, **error.extra}, status=error.status)
     response.headers.update(error.headers)
     return response
 

@@ -1,5 +1,8 @@
 """The proxy pipeline: match → authenticate → authorize → limit → mutate → forward.
 
+`Expect: 100-continue` is answered only after every check has passed, so a
+refused client never sends its body.
+
 Errors raised by any stage are rendered by `middleware.render_errors`. A
 request refused before `forward` never reaches an upstream, and its body is
 never read.
@@ -10,7 +13,7 @@ from aiohttp import web
 
 from . import keys
 from .client_ip import client_ip
-from .errors import NotFound
+from .errors import NotFound, PayloadTooLarge
 from .proxy.headers import upstream_request_headers
 from .routing import auth_mode, normalize_path
 
@@ -34,6 +37,12 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if route.limits:
         ip = client_ip(peer, headers.getall("X-Forwarded-For", ()), app[keys.CONFIG].server.trusted_proxies)
         await app[keys.RATE_LIMITS].route(route, ip, user_id)
+    forwarder = app[keys.FORWARDER]
+    limit = forwarder.body_limit(route)
+    if limit is not None and (request.content_length or 0) > limit:
+        raise PayloadTooLarge()
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # only now may the client send its body
     req_id = app[keys.REQUEST_IDS](headers)
     upstream_headers = upstream_request_headers(
         headers,
@@ -45,4 +54,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         req_id=req_id,
     )
     path_qs = f"{path}?{query}" if query else path
-    return await app[keys.FORWARDER].forward(request, route.upstream, path_qs, upstream_headers, req_id)
+    return await forwarder.forward(request, route, path_qs, upstream_headers, req_id)
+
+
+async def defer_continue(request: web.Request) -> None:
+    """The proxy's `Expect: 100-continue`: answered by `proxy` once the request is allowed, not before."""
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text="Unknown Expect: " + request.headers.get("Expect", ""))

@@ -98,12 +98,48 @@ class RevocationConfig:
 
 
 @dataclass(frozen=True)
+class TargetConfig:
+    url: str
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    read: float = 30.0  # longest wait for the next bytes
+    first_byte: float | None = None  # from sending the request to the response headers
+    total: float | None = None  # the whole exchange, body included
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    path: str = "/"
+    interval: float = 5.0
+    timeout: float = 1.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class PassiveConfig:
+    consecutive_failures: int = 3
+    cooldown: float = 30.0
+
+
+IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     name: str
-    targets: tuple[str, ...]
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
+    targets: tuple[TargetConfig, ...]
+    balance: str = "round_robin"
+    timeouts: Timeouts = field(default_factory=Timeouts)
     max_connections: int = 100
+    health_check: HealthCheckConfig | None = None
+    passive: PassiveConfig = field(default_factory=PassiveConfig)
+    retry_methods: frozenset[str] = frozenset(IDEMPOTENT)
+    max_body_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +149,9 @@ class RouteConfig:
     auth: Mapping[str, str]  # method (or "*") -> public | optional | required
     forward_authorization: bool = False
     limits: tuple[RateLimit, ...] = ()
+    timeouts: Timeouts | None = None  # None: the upstream's
+    max_body_size: int | None = None  # None: the upstream's
+    retry_non_idempotent: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from typing import Any, Mapping
 from ..routing import AUTH_MODES, normalize_route_path
 from .jwtkeys import read_keys
 from .model import (Config, DatabaseConfig, IdsConfig, JwtConfig, LimitsConfig, Network, RedisConfig,
-                    RevocationConfig, RouteConfig, ServerConfig, SmsConfig, UpstreamConfig)
+                    RevocationConfig, RouteConfig, ServerConfig, SmsConfig, Timeouts, UpstreamConfig)
 from .reader import Reader
+from .upstreams import size, timeouts, upstreams_section
 
 SMS_SENDERS = ("log",)
 MAX_CODE_TTL = 600  # NIST SP 800-63B: an out-of-band secret lives 10 minutes at most
@@ -137,35 +138,6 @@ def revocation(reader: Reader, raw: Any) -> RevocationConfig:
     )
 
 
-def upstreams_section(reader: Reader, raw: Any) -> dict[str, UpstreamConfig]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        reader.problem("upstreams", "must be a mapping of name to upstream")
-        return {}
-    return {str(name): upstream(reader, str(name), spec) for name, spec in raw.items()}
-
-
-def upstream(reader: Reader, name: str, raw: Any) -> UpstreamConfig:
-    where = f"upstreams.{name}"
-    block = reader.section(raw, where, {"targets", "timeouts", "max_connections"})
-    targets = block.get("targets")
-    if not isinstance(targets, list) or not targets:
-        reader.problem(f"{where}.targets", "must be a non-empty list of http:// URLs")
-        targets = []
-    for i, target in enumerate(targets):
-        if not isinstance(target, str) or not re.fullmatch(r"https?://[^/\s?#]+/?", target):
-            reader.problem(f"{where}.targets[{i}]", f"must be http://host:port, got {target!r}")
-    timeouts = reader.section(block.get("timeouts"), f"{where}.timeouts", {"connect", "read"})
-    return UpstreamConfig(
-        name=name,
-        targets=tuple(str(t).rstrip("/") for t in targets),
-        connect_timeout=reader.duration(timeouts, "connect", f"{where}.timeouts", 5.0),
-        read_timeout=reader.duration(timeouts, "read", f"{where}.timeouts", 30.0),
-        max_connections=reader.integer(block, "max_connections", where, 100, 1, 100000),
-    )
-
-
 def routes(reader: Reader, raw: Any, upstreams: Mapping[str, UpstreamConfig]) -> tuple[RouteConfig, ...]:
     found = [route(reader, f"routes[{i}]", spec, upstreams) for i, spec in enumerate(reader.items(raw, "routes"))]
     seen: dict[str, int] = {}
@@ -177,7 +149,8 @@ def routes(reader: Reader, raw: Any, upstreams: Mapping[str, UpstreamConfig]) ->
 
 
 def route(reader: Reader, where: str, raw: Any, upstreams: Mapping[str, UpstreamConfig]) -> RouteConfig:
-    block = reader.section(raw, where, {"path", "upstream", "auth", "forward_authorization", "limits"})
+    block = reader.section(raw, where, {"path", "upstream", "auth", "forward_authorization", "limits", "timeouts",
+                                        "max_body_size", "retry_non_idempotent"})
     path = reader.string(block, "path", where, None)
     try:
         path = normalize_route_path(path or "")
@@ -194,7 +167,16 @@ def route(reader: Reader, where: str, raw: Any, upstreams: Mapping[str, Upstream
         auth=auth(reader, block.get("auth", "required"), f"{where}.auth"),
         forward_authorization=reader.boolean(block, "forward_authorization", where, False),
         limits=reader.rate_limits(block.get("limits"), f"{where}.limits", ("ip", "user")),
+        timeouts=route_timeouts(reader, block.get("timeouts"), f"{where}.timeouts", upstreams.get(upstream_name or "")),
+        max_body_size=size(reader, block, "max_body_size", where),
+        retry_non_idempotent=reader.boolean(block, "retry_non_idempotent", where, False),
     )
+
+
+def route_timeouts(reader: Reader, raw: Any, where: str, upstream: UpstreamConfig | None) -> Timeouts | None:
+    if raw is None:
+        return None
+    return timeouts(reader, raw, where, upstream.timeouts if upstream else Timeouts())
 
 
 def auth(reader: Reader, raw: Any, where: str) -> Mapping[str, str]:

@@ -1,17 +1,110 @@
-"""Choosing a target of an upstream."""
+"""Choosing a target: weighted round robin, least connections, or the power of two random choices.
+
+A target is available while the active health check calls it healthy and no
+passive ejection is running. Every balancer takes the targets to avoid (the
+ones a retry has already tried).
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import random
+import time
+from typing import Callable, Collection, Sequence
+
+from ..config.model import PassiveConfig, TargetConfig
 
 
-class RoundRobin:
-    def __init__(self, targets: Sequence[str]) -> None:
+class Target:
+    def __init__(self, config: TargetConfig, passive: PassiveConfig, clock: Callable[[], float]) -> None:
+        self.url = config.url
+        self.weight = config.weight
+        self.healthy = True  # set by the active health check
+        self.active = 0  # requests under way
+        self._passive = passive
+        self._clock = clock
+        self._failures = 0
+        self._ejected_until = 0.0
+        self._current = 0  # smooth weighted round robin state
+
+    def available(self) -> bool:
+        return self.healthy and self._clock() >= self._ejected_until
+
+    def failed(self) -> bool:
+        """Count a failed connection; True when this one ejects the target."""
+        self._failures += 1
+        if self._failures >= self._passive.consecutive_failures:
+            self._failures = 0
+            self._ejected_until = self._clock() + self._passive.cooldown
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        self._failures = 0
+
+
+class Balancer:
+    def __init__(self, targets: Sequence[Target]) -> None:
         if not targets:
             raise ValueError("an upstream needs at least one target")
-        self._targets = tuple(targets)
-        self._next = 0
+        self.targets = tuple(targets)
 
-    def pick(self) -> str:
-        target = self._targets[self._next]
-        self._next = (self._next + 1) % len(self._targets)
-        return target
+    def candidates(self, avoid: Collection[Target]) -> list[Target]:
+        return [t for t in self.targets if t not in avoid and t.available()]
+
+    def pick(self, avoid: Collection[Target] = ()) -> Target | None:
+        raise NotImplementedError
+
+
+class RoundRobin(Balancer):
+    """nginx's smooth weighted round robin: weights 5,1,1 give a a b a c a a, not a a a a a b c."""
+
+    def pick(self, avoid: Collection[Target] = ()) -> Target | None:
+        candidates = self.candidates(avoid)
+        if not candidates:
+            return None
+        total = 0
+        for target in candidates:
+            target._current += target.weight
+            total += target.weight
+        best = max(candidates, key=lambda t: t._current)
+        best._current -= total
+        return best
+
+
+class LeastConnections(Balancer):
+    def __init__(self, targets: Sequence[Target]) -> None:
+        super().__init__(targets)
+        self._tiebreak = RoundRobin(targets)
+
+    def pick(self, avoid: Collection[Target] = ()) -> Target | None:
+        candidates = self.candidates(avoid)
+        if not candidates:
+            return None
+        fewest = min(t.active / t.weight for t in candidates)
+        tied = [t for t in candidates if t.active / t.weight == fewest]
+        return tied[0] if len(tied) == 1 else self._tiebreak.pick([t for t in candidates if t not in tied])
+
+
+class RandomTwoChoices(Balancer):
+    def __init__(self, targets: Sequence[Target], rng: random.Random | None = None) -> None:
+        super().__init__(targets)
+        self._rng = rng or random.Random()
+
+    def pick(self, avoid: Collection[Target] = ()) -> Target | None:
+        candidates = self.candidates(avoid)
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        weights = [t.weight for t in candidates]
+        first, second = self._rng.choices(candidates, weights=weights, k=2)
+        return first if first.active / first.weight <= second.active / second.weight else second
+
+
+BALANCERS: dict[str, Callable[[Sequence[Target]], Balancer]] = {
+    "round_robin": RoundRobin,
+    "least_connections": LeastConnections,
+    "random_two_choices": RandomTwoChoices,
+}
+
+
+def make_targets(configs: Sequence[TargetConfig], passive: PassiveConfig,
+                 clock: Callable[[], float] = time.monotonic) -> list[Target]:
+    return [Target(config, passive, clock) for config in configs]

@@ -1,13 +1,20 @@
 """The forward stage: one shared connection pool, bodies streamed both ways.
 
-`Forwarder.forward` is the one interface the pipeline uses. Upstream
-redirects are passed back, compressed bodies pass untouched, and a pooled
-keep-alive connection the upstream closed is retried on a fresh one while
-no byte of the request body has been consumed.
+`Forwarder.forward` is the one interface the pipeline uses. It picks a target
+(balancer.py), sends the request, and relays the answer as it arrives.
+Upstream redirects are passed back and compressed bodies pass untouched.
+
+Retries (RFC 9110 §9.2.2): a request whose connection failed before any byte
+of it was sent is tried once more on another target when its method is
+idempotent (`retry_methods`) or the route allows it. A pooled keep-alive
+connection that the upstream closed under us is retried whatever the method,
+as long as none of the body has been sent. Nothing is retried once the
+upstream has started answering.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import AsyncIterator, Mapping
 
@@ -16,32 +23,36 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..config import UpstreamConfig
-from ..errors import BadGateway, GatewayTimeout
-from .balancer import RoundRobin
+from ..config import RouteConfig, UpstreamConfig
+from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
+from .balancer import BALANCERS, Target, make_targets
 from .headers import client_response_headers
 
 log = logging.getLogger("gateway.proxy")
-_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Content-Type")
+_REFUSED = (aiohttp.ClientConnectorError,)  # includes connect timeouts: nothing was sent
+_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+_TIMEOUT = (aiohttp.ServerTimeoutError, asyncio.TimeoutError)
 
 
 class Upstream:
     def __init__(self, config: UpstreamConfig) -> None:
         self.name = config.name
-        self.balancer = RoundRobin(config.targets)
-        self.timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
-        )
+        self.config = config
+        self.targets = make_targets(config.targets, config.passive)
+        self.balancer = BALANCERS[config.balance](self.targets)
+
+    def errors(self) -> dict[str, str]:
+        return {"upstream": self.name}
 
 
 class Forwarder:
     def __init__(self, session: aiohttp.ClientSession, upstreams: Mapping[str, UpstreamConfig]) -> None:
-        self._session = session
-        self._upstreams = {name: Upstream(cfg) for name, cfg in upstreams.items()}
+        self.session = session
+        self.upstreams = {name: Upstream(cfg) for name, cfg in upstreams.items()}
 
     @staticmethod
-    def session(upstreams: Mapping[str, UpstreamConfig]) -> aiohttp.ClientSession:
+    def make_session(upstreams: Mapping[str, UpstreamConfig]) -> aiohttp.ClientSession:
         limit = sum(u.max_connections for u in upstreams.values()) or 100
         connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=15, enable_cleanup_closed=True)
         return aiohttp.ClientSession(
@@ -51,55 +62,144 @@ class Forwarder:
             skip_auto_headers=_SKIP_AUTO_HEADERS,
         )
 
-    async def forward(
-        self, request: web.Request, upstream_name: str, path_qs: str, headers: CIMultiDict[str], req_id: str
-    ) -> web.StreamResponse:
-        upstream = self._upstreams[upstream_name]
-        upstream_response = await self._send(request, upstream, path_qs, headers)
-        try:
-            return await _relay(request, upstream_response, req_id)
-        finally:
-            upstream_response.release()
+    def body_limit(self, route: RouteConfig) -> int | None:
+        return route.max_body_size or self.upstreams[route.upstream].config.max_body_size
 
-    async def _send(
-        self, request: web.Request, upstream: Upstream, path_qs: str, headers: CIMultiDict[str]
-    ) -> aiohttp.ClientResponse:
-        url = URL(upstream.balancer.pick() + path_qs, encoded=True)
-        for attempt in (1, 2):
-            body = _Body(request.content) if request.body_exists else None
+    async def forward(self, request: web.Request, route: RouteConfig, path_qs: str, headers: CIMultiDict[str],
+                      req_id: str) -> web.StreamResponse:
+        upstream = self.upstreams[route.upstream]
+        exchange = _Exchange(self.session, upstream, request, route, headers)
+        total = exchange.timeouts.total
+        response: web.StreamResponse | None = None
+        try:
+            async with asyncio.timeout(total) if total else contextlib.nullcontext():  # type: ignore[attr-defined]
+                upstream_response, target = await exchange.send(path_qs)
+                try:
+                    response = _response_for(upstream_response, req_id)
+                    return await _relay(request, upstream_response, response)
+                finally:
+                    upstream_response.release()
+                    target.active -= 1
+        except TimeoutError:
+            if response is None or not response.prepared:
+                raise GatewayTimeout(f"Upstream {upstream.name} timed out.", extra=upstream.errors()) from None
+            _cut(request, "the route's total timeout")
+            return response
+
+
+class _Exchange:
+    """One request's attempts at one upstream."""
+
+    def __init__(self, session: aiohttp.ClientSession, upstream: Upstream, request: web.Request,
+                 route: RouteConfig, headers: CIMultiDict[str]) -> None:
+        self.session = session
+        self.upstream = upstream
+        self.request = request
+        self.headers = headers
+        self.timeouts = route.timeouts or upstream.config.timeouts
+        self.limit = route.max_body_size or upstream.config.max_body_size
+        self.may_retry = route.retry_non_idempotent or request.method in upstream.config.retry_methods
+        self.client_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.read)
+
+    async def send(self, path_qs: str) -> tuple[aiohttp.ClientResponse, Target]:
+        balancer = self.upstream.balancer
+        tried: list[Target] = []
+        same_target_ok = False
+        while True:
+            target = balancer.pick(tried) or (balancer.pick() if same_target_ok else None)
+            if target is None:
+                raise NoHealthyUpstream(extra=self.upstream.errors())
+            tried.append(target)
+            body = _Body(self.request.content, self.limit) if self.request.body_exists else None
+            target.active += 1
             try:
-                return await self._session.request(
-                    request.method, url, headers=headers, data=body.chunks() if body else None,
-                    allow_redirects=False, timeout=upstream.timeout,
-                )
-            except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-                raise GatewayTimeout(f"Upstream {upstream.name} timed out.") from None
-            except _STALE as exc:
-                # A kept-alive connection the upstream closed under us: safe to retry
-                # only while none of the request body has been sent.
-                if attempt == 2 or (body is not None and body.started):
-                    log.warning("upstream %s failed: %s", upstream.name, exc)
-                    raise BadGateway(f"Upstream {upstream.name} is unavailable.") from None
-            except aiohttp.ClientError as exc:
-                log.warning("upstream %s failed: %s", upstream.name, exc)
-                raise BadGateway(f"Upstream {upstream.name} is unavailable.") from None
-        raise AssertionError("unreachable")
+                response = await self._attempt(target, path_qs, body)
+            except BaseException as exc:
+                target.active -= 1
+                retry = self._retry(exc, target, body, attempts=len(tried))
+                if retry is None or (retry == "other" and not balancer.candidates(tried)):
+                    raise self._error(exc, body) from None
+                same_target_ok = retry == "same"
+                continue
+            target.succeeded()
+            return response, target
+
+    async def _attempt(self, target: Target, path_qs: str, body: _Body | None) -> aiohttp.ClientResponse:
+        first_byte = self.timeouts.first_byte
+        deadline = asyncio.timeout(first_byte) if first_byte else contextlib.nullcontext()
+        async with deadline:  # type: ignore[attr-defined]
+            return await self.session.request(
+                self.request.method, URL(target.url + path_qs, encoded=True), headers=self.headers,
+                data=body.chunks() if body else None, allow_redirects=False, timeout=self.client_timeout,
+            )
+
+    def _retry(self, exc: BaseException, target: Target, body: _Body | None, attempts: int) -> str | None:
+        """None: give up; "other": try another target; "same": any target will do."""
+        if attempts >= 2 or (body is not None and (body.started or body.too_large)):
+            self._count_failure(exc, target)
+            return None
+        if isinstance(exc, _REFUSED):
+            self._count_failure(exc, target)
+            return "other" if self.may_retry else None
+        if isinstance(exc, _STALE) and not isinstance(exc, _TIMEOUT):
+            return "same"  # a kept-alive connection closed under us: the target itself is fine
+        self._count_failure(exc, target)
+        return None
+
+    def _count_failure(self, exc: BaseException, target: Target) -> None:
+        if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)) and target.failed():
+            log.warning("upstream %s: target ejected after repeated failures (%s)", self.upstream.name,
+                        type(exc).__name__)
+
+    def _error(self, exc: BaseException, body: _Body | None) -> BaseException:
+        extra = self.upstream.errors()
+        if body is not None and body.too_large:
+            return PayloadTooLarge()
+        if isinstance(exc, _TIMEOUT):
+            return GatewayTimeout(f"Upstream {self.upstream.name} timed out.", extra=extra)
+        if isinstance(exc, aiohttp.ClientError):
+            log.warning("upstream %s failed: %s", self.upstream.name, type(exc).__name__)
+            return BadGateway(f"Upstream {self.upstream.name} is unavailable.", extra=extra)
+        return exc
+
+
+class _BodyTooLarge(Exception):
+    pass
 
 
 class _Body:
-    def __init__(self, content: aiohttp.StreamReader) -> None:
+    def __init__(self, content: aiohttp.StreamReader, limit: int | None) -> None:
         self._content = content
+        self._limit = limit
         self.started = False
+        self.too_large = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        seen = 0
         async for chunk in self._content.iter_any():
+            seen += len(chunk)
+            if self._limit is not None and seen > self._limit:
+                self.too_large = True
+                raise _BodyTooLarge()
             self.started = True
             yield chunk
 
 
-async def _relay(request: web.Request, upstream: aiohttp.ClientResponse, req_id: str) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                  headers=client_response_headers(upstream.headers, req_id))
+def _response_for(upstream: aiohttp.ClientResponse, req_id: str) -> web.StreamResponse:
+    return web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                              headers=client_response_headers(upstream.headers, req_id))
+
+
+def _cut(request: web.Request, why: str) -> None:
+    """Too late for an error status: close the client's connection so it sees a truncated body."""
+    log.warning("response cut off: %s", why)
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
+                 response: web.StreamResponse) -> web.StreamResponse:
     content = upstream.content
     first = content.read_nowait()  # what has already arrived; never waits
     complete = content.at_eof()
@@ -117,10 +217,7 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse, req_id:
         async for chunk in content.iter_any():
             await response.write(chunk)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        # Too late for an error status: cut the client off so it sees a truncated body.
-        log.warning("upstream response broke off: %s", exc)
-        if request.transport is not None:
-            request.transport.close()
+        _cut(request, f"the upstream broke off ({type(exc).__name__})")
         return response
     await response.write_eof()
     return response

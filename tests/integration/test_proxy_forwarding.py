@@ -177,7 +177,7 @@ async def test_refused_connection_is_502(make_gateway: Any) -> None:
     client = await make_gateway(make_config(f"http://127.0.0.1:{free_port()}"))
     resp = await client.get("/v1_0/channels")
     assert resp.status == 502
-    assert await resp.json() == {"message": "Upstream news is unavailable."}
+    assert await resp.json() == {"message": "Upstream news is unavailable.", "upstream": "news"}
 
 
 async def test_read_timeout_is_504(make_gateway: Any, upstream: TestServer) -> None:
@@ -186,7 +186,7 @@ async def test_read_timeout_is_504(make_gateway: Any, upstream: TestServer) -> N
     client = await make_gateway(config)
     resp = await client.get("/_stub/slow?seconds=3")
     assert resp.status == 504
-    assert await resp.json() == {"message": "Upstream news timed out."}
+    assert await resp.json() == {"message": "Upstream news timed out.", "upstream": "news"}
 
 
 async def test_a_kept_alive_connection_closed_by_the_upstream_is_not_an_error(

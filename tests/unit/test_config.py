@@ -19,7 +19,7 @@ def test_the_shipped_gateway_yaml_is_valid() -> None:
     assert config.jwt.access_ttl == 7200 and config.jwt.refresh_ttl == 14 * 86400
     assert [r.path for r in config.routes] == ["/v1_0/channels", "/v1_0/articles", "/v1_0/user/channels", "/"]
     assert config.routes[2].auth == {"GET": "optional", "*": "required"}
-    assert config.upstreams["news"].targets == ("http://127.0.0.1:9000",)
+    assert [t.url for t in config.upstreams["news"].targets] == ["http://127.0.0.1:9000"]
 
 
 def test_environment_references_expand_with_defaults() -> None:
