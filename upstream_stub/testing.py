@@ -11,6 +11,7 @@ import gzip
 from aiohttp import web
 
 DOWNLOAD_GATE = web.AppKey("download_gate", asyncio.Event)
+HEALTHY = web.AppKey("healthy", list)  # [True] or [False]: what /_stub/health answers
 UPLOAD_FIRST_CHUNK = web.AppKey("upload_first_chunk", asyncio.Event)
 GZIP_BODY = gzip.compress(b"compressed news " * 100)
 
@@ -52,6 +53,23 @@ async def cookies(request: web.Request) -> web.Response:
     return response
 
 
+async def health(request: web.Request) -> web.Response:
+    if request.app[HEALTHY][0]:
+        return web.json_response({"healthy": True})
+    return web.json_response({"healthy": False}, status=503)
+
+
+async def slow_body(request: web.Request) -> web.StreamResponse:
+    """Headers at once, then one chunk every `interval` seconds, `chunks` times."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    for _ in range(int(request.query.get("chunks", "5"))):
+        await response.write(b"x" * 10)
+        await asyncio.sleep(float(request.query.get("interval", "0.5")))
+    await response.write_eof()
+    return response
+
+
 def add_test_routes(app: web.Application) -> None:
     app[DOWNLOAD_GATE] = asyncio.Event()
     app[UPLOAD_FIRST_CHUNK] = asyncio.Event()
@@ -61,3 +79,6 @@ def add_test_routes(app: web.Application) -> None:
     app.router.add_get("/_stub/gzip", compressed)
     app.router.add_get("/_stub/slow", slow)
     app.router.add_get("/_stub/cookies", cookies)
+    app[HEALTHY] = [True]
+    app.router.add_get("/_stub/health", health)
+    app.router.add_get("/_stub/slow-body", slow_body)
