@@ -19,6 +19,7 @@ from .auth.tokens import TokenService
 from .auth.user_status import UserStatusCache
 from .config import Config
 from .errors import MethodNotAllowed
+from .forward_auth import forward_auth
 from .ids import IdWorker
 from .middleware import render_errors, set_server_header
 from .pipeline import defer_continue, proxy
@@ -50,6 +51,7 @@ def create_app(config: Config) -> web.Application:
     _add_own(app, "/v1_0/sms/codes/{mobile}", {"GET": handlers.send_code})
     _add_own(app, "/v1_0/authorizations", {"POST": handlers.login, "PUT": handlers.refresh, "DELETE": handlers.logout})
     _add_own(app, "/.well-known/jwks.json", {"GET": handlers.jwks})
+    app.router.add_route("*", "/_gateway/auth{path:(/.*)?}", forward_auth)
     app.router.add_route("*", "/{path:.*}", proxy, expect_handler=defer_continue)
     return app
 
