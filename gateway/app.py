@@ -29,7 +29,7 @@ from .proxy.headers import RequestIds
 from .ratelimit import RateLimits
 from .routing import RouteTable
 from .stores.codes import MemoryCodeStore, RedisCodeStore
-from .stores.kv import MemoryKV, connect
+from .stores.kv import MemoryKV, connect_redis
 from .stores.limits import Limiter, redis_storage
 from .stores.revocation import MemoryRevocations, RedisRevocations
 from .stores.users import open_user_store
@@ -72,19 +72,18 @@ def _add_own(app: web.Application, path: str, methods: dict[str, Handler]) -> No
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     max_ttl = config.jwt.refresh_ttl
-    if config.redis.url == "memory://":
+    if config.redis.embedded:
         app[KV] = MemoryKV()
         app[keys.CODES] = MemoryCodeStore()
         app[keys.RATE_LIMITS] = RateLimits(Limiter(), config.limits)
         app[keys.REVOCATIONS] = MemoryRevocations(max_ttl)
         yield
         return
-    primary = connect(config.redis.url)
-    replica = connect(config.redis.replica_url) if config.redis.replica_url else None
+    primary, replica = connect_redis(config.redis)
     revocations = RedisRevocations(primary, max_ttl)
     app[KV] = primary
     app[keys.CODES] = RedisCodeStore(primary, replica)
-    app[keys.RATE_LIMITS] = RateLimits(Limiter(redis_storage(config.redis.url, primary)), config.limits)
+    app[keys.RATE_LIMITS] = RateLimits(Limiter(redis_storage(primary)), config.limits)
     app[keys.REVOCATIONS] = revocations
     listener = asyncio.create_task(revocations.listen())
     await revocations.wait_until_fresh(timeout=5)

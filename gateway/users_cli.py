@@ -13,7 +13,7 @@ from .auth.mobile import normalize_mobile
 from .auth.passwords import MAX_PASSWORD_BYTES, Passwords
 from .config import Config
 from .errors import ServiceUnavailable
-from .stores.kv import connect
+from .stores.kv import connect_redis
 from .stores.revocation import RedisRevocations
 from .stores.users import STATUS_DISABLED, STATUS_ENABLED, User, UserStore, open_user_store
 
@@ -75,18 +75,20 @@ async def _act(config: Config, users: UserStore, action: str, who: str, stdin: T
         return f"password set for user {user.user_id}"
     if action in ("disable", "enable"):
         await users.set_status(user.user_id, STATUS_DISABLED if action == "disable" else STATUS_ENABLED)
-        if config.redis.url != "memory://":
+        if not config.redis.embedded:
             await _publish(config, lambda r: r.status_changed(user.user_id))
         return f"user {user.user_id} {action}d"
-    if config.redis.url == "memory://":
+    if config.redis.embedded:
         raise CommandError("needs a shared Redis: with redis.url memory:// sessions live inside the gateway process")
     await _publish(config, lambda r: r.revoke_user(user.user_id))
     return f"every session of user {user.user_id} ended"
 
 
 async def _publish(config: Config, act: Callable[[RedisRevocations], Awaitable[None]]) -> None:
-    redis = connect(config.redis.url)
+    redis, replica = connect_redis(config.redis)
     try:
         await act(RedisRevocations(redis, config.jwt.refresh_ttl))
     finally:
-        await redis.aclose()  # type: ignore[attr-defined]
+        await redis.aclose()
+        if replica is not None:
+            await replica.aclose()

@@ -111,3 +111,32 @@ class MariaDBProcess:
             self.proc.terminate()
             self.proc.wait(60)
             self.proc = None
+
+
+class SentinelProcess:
+    """A Redis Sentinel (redis-server --sentinel) watching one primary, quick to fail over."""
+
+    def __init__(self, folder: Path, primary_port: int, service: str = "mymaster") -> None:
+        self.binary = require_binary("redis-server", "redis-server")
+        self.folder = folder
+        self.port = free_port()
+        self.service = service
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "sentinel.conf").write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {folder}\nlogfile {folder / 'sentinel.log'}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"
+            f"sentinel down-after-milliseconds {service} 500\n"
+            f"sentinel failover-timeout {service} 2000\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, str(self.folder / "sentinel.conf"), "--sentinel"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None

@@ -50,9 +50,22 @@ class JwtConfig:
 
 
 @dataclass(frozen=True)
+class SentinelConfig:
+    hosts: tuple[tuple[str, int], ...]
+    service: str = "mymaster"
+    password: str | None = None  # of the Redis servers; Sentinel itself is asked without one
+    db: int = 0
+
+
+@dataclass(frozen=True)
 class RedisConfig:
     url: str = "memory://"
     replica_url: str | None = None
+    sentinel: SentinelConfig | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.sentinel is None and self.url == "memory://"
 
 
 @dataclass(frozen=True)

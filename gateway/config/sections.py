@@ -8,7 +8,8 @@ from typing import Any, Mapping
 from ..routing import AUTH_MODES, normalize_route_path
 from .jwtkeys import read_keys
 from .model import (Config, DatabaseConfig, IdsConfig, JwtConfig, LimitsConfig, Network, RedisConfig,
-                    RevocationConfig, RouteConfig, ServerConfig, SmsConfig, Timeouts, UpstreamConfig)
+                    RevocationConfig, RouteConfig, SentinelConfig, ServerConfig, SmsConfig, Timeouts,
+                    UpstreamConfig)
 from .reader import Reader
 from .upstreams import size, timeouts, upstreams_section
 
@@ -81,15 +82,42 @@ def jwt(reader: Reader, raw: Any, dev: bool) -> JwtConfig:
 
 
 def redis(reader: Reader, raw: Any) -> RedisConfig:
-    block = reader.section(raw, "redis", {"url", "replica_url"})
+    block = reader.section(raw, "redis", {"url", "replica_url", "sentinel"})
     url = reader.string(block, "url", "redis", "memory://") or "memory://"
     replica = reader.string(block, "replica_url", "redis", None) or None
     reader.check_scheme("redis.url", url, ("memory", "redis", "rediss", "unix"))
+    sentinel = sentinel_section(reader, block.get("sentinel"))
+    if sentinel is not None and (url != "memory://" or replica is not None):
+        reader.problem("redis.sentinel", "replaces redis.url and redis.replica_url: give one or the other")
     if replica is not None:
         reader.check_scheme("redis.replica_url", replica, ("redis", "rediss", "unix"))
         if url == "memory://":
             reader.problem("redis.replica_url", "needs a real Redis in redis.url")
-    return RedisConfig(url=url, replica_url=replica)
+    return RedisConfig(url=url, replica_url=replica, sentinel=sentinel)
+
+
+def sentinel_section(reader: Reader, raw: Any) -> SentinelConfig | None:
+    if raw is None:
+        return None
+    where = "redis.sentinel"
+    block = reader.section(raw, where, {"hosts", "service", "password", "db"})
+    hosts = []
+    for i, host in enumerate(reader.items(block.get("hosts"), f"{where}.hosts")):
+        name, _, port = str(host).rpartition(":")
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            reader.problem(f"{where}.hosts[{i}]", f"must be host:port, got {host!r}")
+        else:
+            hosts.append((name, int(port)))
+    if not hosts and "hosts" in block:
+        reader.problem(f"{where}.hosts", "must list at least one Sentinel")
+    elif "hosts" not in block:
+        reader.problem(f"{where}.hosts", "is required")
+    return SentinelConfig(
+        hosts=tuple(hosts),
+        service=reader.string(block, "service", where, "mymaster") or "mymaster",
+        password=reader.string(block, "password", where, None),
+        db=reader.integer(block, "db", where, 0, 0, 15),
+    )
 
 
 def database(reader: Reader, raw: Any) -> DatabaseConfig:

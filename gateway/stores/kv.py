@@ -9,6 +9,9 @@ import time
 from typing import Any, Callable, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+
+from ..config.model import RedisConfig
 
 
 class KeyValue(Protocol):
@@ -77,8 +80,22 @@ class MemoryKV:
         self._data.clear()
 
 
+_TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
+
+
 def connect(url: str) -> KeyValue:
     if url == "memory://":
         return MemoryKV()
-    return aioredis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=2)
+    return aioredis.from_url(url, decode_responses=True, **_TIMEOUTS)
+
+
+def connect_redis(config: RedisConfig) -> tuple[Any, Any | None]:
+    """(primary, replica or None). With Sentinel the primary follows a promoted replica,
+    and the replica is any replica Sentinel knows."""
+    if config.sentinel is None:
+        return connect(config.url), connect(config.replica_url) if config.replica_url else None
+    sentinel = Sentinel(list(config.sentinel.hosts), sentinel_kwargs=dict(_TIMEOUTS), **_TIMEOUTS)
+    options = {"decode_responses": True, "db": config.sentinel.db, "password": config.sentinel.password}
+    return (sentinel.master_for(config.sentinel.service, **options),
+            sentinel.slave_for(config.sentinel.service, **options))
 

@@ -20,9 +20,9 @@ log = logging.getLogger("gateway.stores.limits")
 _DOWN = (StorageError, RedisError, OSError)
 
 
-def redis_storage(url: str, client: Any) -> Storage:
-    """A limits storage that shares the gateway's redis.asyncio connection pool."""
-    return RedisStorage(f"async+{url}", implementation="redispy", wrap_exceptions=True,
+def redis_storage(client: Any) -> Storage:
+    """A limits storage on the gateway's own redis.asyncio connection pool (plain or Sentinel)."""
+    return RedisStorage("async+redis://", implementation="redispy", wrap_exceptions=True,
                         connection_pool=client.connection_pool, key_prefix="gw:limits")
 
 
