@@ -16,6 +16,7 @@ from .client_ip import client_ip
 from .config import RouteConfig
 from .errors import NotFound, PayloadTooLarge
 from .proxy.headers import upstream_request_headers
+from .proxy.websocket import is_upgrade, relay_websocket
 from .routing import auth_mode, normalize_path
 
 
@@ -68,6 +69,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         host=headers.get("Host"),
         req_id=req_id,
     )
+    if is_upgrade(request):
+        return await relay_websocket(request, forwarder, route.upstream, admission.path_qs, upstream_headers)
     return await forwarder.forward(request, route, admission.path_qs, upstream_headers, req_id)
 
 

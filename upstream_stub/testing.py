@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 
+import aiohttp
+
 from aiohttp import web
 
 DOWNLOAD_GATE = web.AppKey("download_gate", asyncio.Event)
-HEALTHY = web.AppKey("healthy", list)  # [True] or [False]: what /_stub/health answers
+HEALTHY = web.AppKey("healthy", list)
+WS_CLOSE_CODES = web.AppKey("ws_close_codes", list)  # the close codes clients sent the WebSocket echo  # [True] or [False]: what /_stub/health answers
 UPLOAD_FIRST_CHUNK = web.AppKey("upload_first_chunk", asyncio.Event)
 GZIP_BODY = gzip.compress(b"compressed news " * 100)
 
@@ -70,6 +73,29 @@ async def slow_body(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def websocket_echo(request: web.Request) -> web.StreamResponse:
+    """Says who it sees, then echoes; "close:<code>" closes with that code."""
+    if request.query.get("refuse"):
+        return web.json_response({"message": "no websockets here"}, status=403)
+    ws = web.WebSocketResponse(protocols=("chat",))
+    await ws.prepare(request)
+    await ws.send_json({"user_id": request.headers.get("X-User-Id"), "protocol": ws.ws_protocol})
+    while True:
+        message = await ws.receive()
+        if message.type == aiohttp.WSMsgType.TEXT and message.data.startswith("close:"):
+            await ws.close(code=int(message.data[len("close:"):]))
+        elif message.type == aiohttp.WSMsgType.TEXT:
+            await ws.send_str(message.data)
+        elif message.type == aiohttp.WSMsgType.BINARY:
+            await ws.send_bytes(message.data)
+        elif message.type == aiohttp.WSMsgType.CLOSE:
+            request.app[WS_CLOSE_CODES].append(message.data)
+            break
+        elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
+            break
+    return ws
+
+
 def add_test_routes(app: web.Application) -> None:
     app[DOWNLOAD_GATE] = asyncio.Event()
     app[UPLOAD_FIRST_CHUNK] = asyncio.Event()
@@ -82,3 +108,5 @@ def add_test_routes(app: web.Application) -> None:
     app[HEALTHY] = [True]
     app.router.add_get("/_stub/health", health)
     app.router.add_get("/_stub/slow-body", slow_body)
+    app.router.add_get("/v1_0/ws/echo", websocket_echo)
+    app[WS_CLOSE_CODES] = []

@@ -1,0 +1,83 @@
+"""WebSockets through the gateway: authenticated handshakes, frames both ways, close codes, refusals."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway import keys
+from tests.factories import bearer, make_token
+from upstream_stub.testing import WS_CLOSE_CODES
+
+USER = 4242
+
+
+@pytest.fixture
+def store_urls(tmp_path: Any) -> dict[str, str]:
+    return {"redis_url": "memory://", "database_url": f"sqlite:///{tmp_path}/gateway.db"}
+
+
+@pytest.fixture
+async def gateway(make_gateway: Any) -> TestClient:
+    client = await make_gateway()
+    await client.server.app[keys.USERS].register(USER, "13900004242")
+    return client
+
+
+async def test_handshake_is_authenticated_and_identity_injected(gateway: TestClient) -> None:
+    headers = {**bearer(make_token(USER)), "X-User-Id": "1"}
+    async with gateway.ws_connect("/v1_0/ws/echo", headers=headers, protocols=["chat"]) as ws:
+        hello = await ws.receive_json()
+        assert hello == {"user_id": str(USER), "protocol": "chat"}
+        assert ws.protocol == "chat"
+        await ws.send_str("news")
+        assert (await ws.receive()).data == "news"
+        await ws.send_bytes(b"\x00\x01")
+        assert (await ws.receive()).data == b"\x00\x01"
+
+
+@pytest.mark.parametrize("headers, status", [({}, 401), (bearer(make_token(USER, refresh=True)), 403),
+                                             ({"Authorization": "Bearer junk"}, 401)])
+async def test_refused_handshakes(gateway: TestClient, headers: dict[str, str], status: int) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await gateway.ws_connect("/v1_0/ws/echo", headers=headers)
+    assert info.value.status == status
+
+
+async def test_close_codes_pass_both_ways(gateway: TestClient, upstream: TestServer) -> None:
+    async with gateway.ws_connect("/v1_0/ws/echo", headers=bearer(make_token(USER))) as ws:
+        await ws.receive_json()
+        await ws.send_str("close:4001")
+        message = await ws.receive()
+        assert message.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4001
+    ws = await gateway.ws_connect("/v1_0/ws/echo", headers=bearer(make_token(USER)))
+    await ws.receive_json()
+    await ws.close(code=4002)
+    for _ in range(100):
+        if 4002 in upstream.app[WS_CLOSE_CODES]:
+            break
+        await asyncio.sleep(0.02)
+    assert 4002 in upstream.app[WS_CLOSE_CODES]
+
+
+async def test_an_upgrade_the_upstream_refuses_leaves_plain_http(gateway: TestClient) -> None:
+    reader, writer = await asyncio.open_connection(gateway.server.host, gateway.server.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /v1_0/ws/echo?refuse=1 HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Authorization: Bearer {make_token(USER)}\r\n\r\n").encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 502")
+    length = int([line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")][0].split(b":")[1])
+    assert b"refused the WebSocket upgrade" in await reader.readexactly(length)
+    # The same connection, no token: the next request is judged on its own.
+    writer.write(b"GET /v1_0/user/profile HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await writer.drain()
+    assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 401")
+    writer.close()
