@@ -96,6 +96,20 @@ async def websocket_echo(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+async def many_bytes(request: web.Request) -> web.StreamResponse:
+    """`n` bytes, streamed in 256 KiB chunks, with a Content-Length."""
+    remaining = int(request.query.get("n", "0"))
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = remaining
+    await response.prepare(request)
+    chunk = b"\0" * 262144
+    while remaining > 0:
+        await response.write(chunk[:remaining])
+        remaining -= len(chunk)
+    await response.write_eof()
+    return response
+
+
 def add_test_routes(app: web.Application) -> None:
     app[DOWNLOAD_GATE] = asyncio.Event()
     app[UPLOAD_FIRST_CHUNK] = asyncio.Event()
@@ -109,4 +123,5 @@ def add_test_routes(app: web.Application) -> None:
     app.router.add_get("/_stub/health", health)
     app.router.add_get("/_stub/slow-body", slow_body)
     app.router.add_get("/v1_0/ws/echo", websocket_echo)
+    app.router.add_get("/_stub/bytes", many_bytes)
     app[WS_CLOSE_CODES] = []
