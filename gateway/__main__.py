@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         from .users_cli import run_users_command
 
         return asyncio.run(run_users_command(config, args.action, args.user))
-    return _run(config)
+    return _run(config, dev=args.dev, worker=getattr(args, "worker", None))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", parents=[common], help="serve (the default)")
     run.add_argument("--dev", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
     sub.add_parser("migrate", parents=[common], help="create the user tables (idempotent)")
     users = sub.add_parser("users", parents=[common], help="set-password, revoke, disable or enable a user")
@@ -53,28 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(config: Config) -> int:
-    from aiohttp import web
-
-    from .app import create_app
-
+def _run(config: Config, *, dev: bool, worker: int | None) -> int:
     logging.basicConfig(level=config.server.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("gateway")
-    if config.jwt.generated:
+    if config.jwt.generated and not worker:
         log.warning("=" * 72)
         log.warning("DEVELOPMENT MODE: jwt.secret was not set, so a random one was made up.")
         log.warning("Tokens issued now will NOT survive a restart. Never run like this in production.")
         log.warning("=" * 72)
-    app = create_app(config)
-    log.info("listening on http://%s:%d", config.server.host, config.server.port)
-    web.run_app(
-        app,
-        loop=_new_event_loop(),
-        host=config.server.host,
-        port=config.server.port,
-        access_log=logging.getLogger("gateway.access") if config.server.access_log else None,
-        print=None,
-    )
+    workers = config.server.workers
+    if workers > 1 and worker is None:
+        from .supervisor import Supervisor
+
+        return Supervisor(config, dev=dev).run()
+    from .server import Server, listen, with_worker_id
+
+    sock = listen(config.server.host, config.server.port, reuse_port=workers > 1)
+    server = Server(with_worker_id(config, worker or 0), dev=dev, worker=worker or 0)
+    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+        runner.run(server.run(sock))
     return 0
 
 

@@ -17,6 +17,8 @@ class ServerConfig:
     access_log: bool = False
     log_level: str = "INFO"
     trusted_proxies: tuple[Network, ...] = ()
+    workers: int = 1
+    shutdown_timeout: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ TOP_LEVEL = {"server", "jwt", "redis", "database", "ids", "sms", "limits", "revo
 def read_config(reader: Reader, raw: dict[str, Any], dev: bool) -> Config:
     reader.section(raw, "", TOP_LEVEL)
     upstreams = upstreams_section(reader, raw.get("upstreams"))
-    return Config(
+    config = Config(
         server=server(reader, raw.get("server")),
         jwt=jwt(reader, raw.get("jwt"), dev),
         redis=redis(reader, raw.get("redis")),
@@ -34,10 +34,24 @@ def read_config(reader: Reader, raw: dict[str, Any], dev: bool) -> Config:
         upstreams=upstreams,
         routes=routes(reader, raw.get("routes"), upstreams),
     )
+    check_workers(reader, config)
+    return config
+
+
+def check_workers(reader: Reader, config: Config) -> None:
+    workers = config.server.workers
+    if workers == 1:
+        return
+    if config.redis.embedded:
+        reader.problem("server.workers", "more than 1 needs a shared Redis: memory:// lives inside one process")
+    if config.ids.worker_id + workers - 1 > 31:
+        reader.problem("server.workers", f"worker i uses snowflake worker id ids.worker_id + i, which must stay "
+                                         f"below 32 (ids.worker_id is {config.ids.worker_id})")
 
 
 def server(reader: Reader, raw: Any) -> ServerConfig:
-    block = reader.section(raw, "server", {"host", "port", "access_log", "log_level", "trusted_proxies"})
+    block = reader.section(raw, "server", {"host", "port", "access_log", "log_level", "trusted_proxies", "workers",
+                                           "shutdown_timeout"})
     return ServerConfig(
         host=reader.string(block, "host", "server", "127.0.0.1") or "127.0.0.1",
         port=reader.integer(block, "port", "server", 8000, 0, 65535),
@@ -45,6 +59,8 @@ def server(reader: Reader, raw: Any) -> ServerConfig:
         log_level=reader.choice({k: str(v).upper() for k, v in block.items()}, "log_level", "server",
                                 ("INFO", "DEBUG", "WARNING", "ERROR")),
         trusted_proxies=networks(reader, block.get("trusted_proxies"), "server.trusted_proxies"),
+        workers=reader.integer(block, "workers", "server", 1, 1, 32),
+        shutdown_timeout=reader.duration(block, "shutdown_timeout", "server", 30.0, zero=True),
     )
 
 

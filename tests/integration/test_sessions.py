@@ -247,3 +247,20 @@ async def test_users_commands_take_an_id_or_an_account(gateway: TestClient, logi
     assert (await users.get_by_id(user_id)).enabled  # type: ignore[union-attr]
     result = await asyncio.to_thread(users_command, config, "enable", "nobody-here")
     assert result.returncode == 1 and "no user 'nobody-here'" in result.stderr
+
+
+async def test_two_instances_one_redis_one_database(aiohttp_client: Any, upstream: TestServer, real_redis_url: str,
+                                                    real_mysql_url: str, login: Any) -> None:
+    """Scale-out: log in on one instance, refresh on the other, and spend one limit shared by both."""
+    config = make_config(str(upstream.make_url("")).rstrip("/"), redis_url=real_redis_url,
+                         database_url=real_mysql_url, limits={"sms": [], "refresh": [{"rate": "3/minute",
+                                                                                        "key": "user"}]})
+    one = await aiohttp_client(TestServer(create_app(config)))
+    two = await aiohttp_client(TestServer(create_app(config)))
+    tokens = await login(client=one)
+    statuses = [(await refresh(client, tokens["refresh_token"])).status for client in (two, one, two, one)]
+    assert statuses == [201, 201, 201, 429]
+    fresh = await (await refresh(two, tokens["refresh_token"])).json()
+    assert fresh == {"message": "Too many requests."}
+    assert (await profile(one, tokens["token"])).status == 200
+    assert (await profile(two, tokens["token"])).status == 200

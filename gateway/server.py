@@ -1,0 +1,105 @@
+"""Serving one process: SIGHUP reloads gateway.yaml, SIGTERM drains and stops.
+
+The listening socket is made once and never closed while the process lives;
+each generation of the app serves on a duplicate of it. A reload starts the
+new generation on the same socket before the old one stops accepting, then
+lets the old one finish its requests in flight on the configuration they
+started with. Nothing waiting in the accept queue is lost between the two.
+A file with errors is refused: the errors are logged and the old
+configuration keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from dataclasses import replace
+
+from aiohttp import web
+
+from .app import create_app
+from .config import Config, ConfigError, load_config
+
+log = logging.getLogger("gateway.server")
+
+
+def listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Generation:
+    """One configuration, serving."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        access_log = logging.getLogger("gateway.access") if config.server.access_log else None
+        self.runner = web.AppRunner(create_app(config), access_log=access_log,
+                                    shutdown_timeout=config.server.shutdown_timeout)
+
+    async def start(self, sock: socket.socket) -> None:
+        await self.runner.setup()
+        await web.SockSite(self.runner, sock.dup()).start()
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()  # stop accepting, drain in-flight requests, close pools
+
+
+class Server:
+    def __init__(self, config: Config, *, dev: bool = False, worker: int = 0) -> None:
+        self.config = config
+        self.dev = dev
+        self.worker = worker
+        self._stopped = asyncio.Event()
+        self._reloading = asyncio.Lock()
+
+    async def run(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        current = Generation(self.config)
+        await current.start(sock)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload(sock)))
+        loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopped.set)
+        self._current = current
+        log.info("listening on http://%s:%d", *sock.getsockname()[:2])
+        await self._stopped.wait()
+        log.info("stopping: draining requests in flight for up to %.0fs", self.config.server.shutdown_timeout)
+        async with self._reloading:
+            await self._current.stop()
+        log.info("stopped")
+
+    async def _reload(self, sock: socket.socket) -> None:
+        async with self._reloading:
+            try:
+                config = load_config(self.config.source, dev=self.dev)
+            except ConfigError as exc:
+                log.error("reload refused, the running configuration stays: %d problem(s)", len(exc.problems))
+                for problem in exc.problems:
+                    log.error("  %s", problem)
+                return
+            config = with_worker_id(config, self.worker)
+            fresh = Generation(config)
+            try:
+                await fresh.start(sock)
+            except Exception:
+                log.exception("reload failed while starting; the running configuration stays")
+                await fresh.stop()
+                return
+            old, self._current, self.config = self._current, fresh, config
+            log.info("reloaded %s", config.source)
+            await old.stop()
+
+
+def with_worker_id(config: Config, worker: int) -> Config:
+    """Each worker process gets its own snowflake worker id: ids.worker_id + its index."""
+    if worker == 0:
+        return config
+    return replace(config, ids=replace(config.ids, worker_id=config.ids.worker_id + worker))

@@ -1,0 +1,178 @@
+"""The gateway as an operator runs it: SIGHUP reloads, SIGTERM drains, workers are supervised."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.factories import config_dict
+from tests.servers import free_port, wait_for_port
+
+ROOT = Path(__file__).parents[2]
+
+
+class Running:
+    def __init__(self, tmp_path: Path, raw: dict[str, Any]) -> None:
+        self.path = tmp_path / "gateway.yaml"
+        self.port = raw["server"]["port"]
+        self.write(raw)
+        self.log = tmp_path / "gateway.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(self.path)], cwd=ROOT,
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write(self, raw: dict[str, Any]) -> None:
+        self.path.write_text(yaml.safe_dump(raw))
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+@pytest.fixture
+def stub() -> Any:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "upstream_stub", "--port", str(port)], cwd=ROOT)
+    wait_for_port(port)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def gateway_raw(stub: str, tmp_path: Path, channels: str = "public", **server: Any) -> dict[str, Any]:
+    raw = config_dict(stub, database_url=f"sqlite:///{tmp_path}/gw.db")
+    raw["server"].update({"port": free_port(), "shutdown_timeout": "10s", **server})
+    raw["routes"] = [{"path": "/v1_0/channels", "upstream": "news", "auth": channels},
+                     {"path": "/_stub", "upstream": "news", "auth": "public"},
+                     {"path": "/", "upstream": "news", "auth": "required"}]
+    return raw
+
+
+async def status(session: aiohttp.ClientSession, url: str) -> int:
+    async with session.get(url) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def wait_for_status(session: aiohttp.ClientSession, url: str, expected: int, within: float = 10) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await status(session, url) == expected:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_sighup_reloads_and_a_bad_file_keeps_the_old_config(tmp_path: Path, stub: str) -> None:
+    raw = gateway_raw(stub, tmp_path)
+    gateway = Running(tmp_path, raw)
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await status(session, f"{gateway.url}/v1_0/channels") == 200
+            gateway.write(gateway_raw(stub, tmp_path, channels="required") | {"server": raw["server"]})
+            gateway.signal(signal.SIGHUP)
+            assert await wait_for_status(session, f"{gateway.url}/v1_0/channels", 401)
+            broken = gateway_raw(stub, tmp_path) | {"server": raw["server"]}
+            broken["routes"][0]["upstream"] = "nwes"
+            gateway.write(broken)
+            gateway.signal(signal.SIGHUP)
+            await asyncio.sleep(1)
+            assert await status(session, f"{gateway.url}/v1_0/channels") == 401  # the old config still serves
+        assert gateway.stop() == 0
+    finally:
+        gateway.stop()
+    log = gateway.log.read_text()
+    assert "reload refused" in log and "routes[0].upstream: unknown upstream 'nwes'" in log
+
+
+async def test_reload_drops_no_connection_and_in_flight_requests_finish(tmp_path: Path, stub: str) -> None:
+    raw = gateway_raw(stub, tmp_path)
+    gateway = Running(tmp_path, raw)
+    try:
+        async with aiohttp.ClientSession() as session:
+            slow = asyncio.create_task(status(session, f"{gateway.url}/_stub/slow?seconds=1.5"))
+            await asyncio.sleep(0.3)
+            changed = gateway_raw(stub, tmp_path, channels="required") | {"server": raw["server"]}
+            changed["routes"][1]["auth"] = "required"  # /_stub now needs a token: the slow one started before
+
+            async def load() -> list[int]:
+                return [await status(session, f"{gateway.url}/v1_0/channels") for _ in range(150)]
+
+            loads = [asyncio.create_task(load()) for _ in range(4)]
+            for _ in range(3):
+                await asyncio.sleep(0.1)
+                gateway.write(changed)
+                gateway.signal(signal.SIGHUP)
+            results = await asyncio.gather(*loads)  # an exception here is a dropped connection
+            assert await slow == 200  # finished on the configuration it started with
+            assert {s for r in results for s in r} <= {200, 401}
+            assert await wait_for_status(session, f"{gateway.url}/_stub/slow?seconds=0", 401)
+    finally:
+        gateway.stop()
+
+
+async def test_sigterm_drains_requests_in_flight(tmp_path: Path, stub: str) -> None:
+    gateway = Running(tmp_path, gateway_raw(stub, tmp_path))
+    async with aiohttp.ClientSession() as session:
+        slow = asyncio.create_task(status(session, f"{gateway.url}/_stub/slow?seconds=1"))
+        await asyncio.sleep(0.3)
+        gateway.signal(signal.SIGTERM)
+        assert await slow == 200
+        code = await asyncio.to_thread(gateway.proc.wait, 20)
+        assert code == 0
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await status(session, f"{gateway.url}/v1_0/channels")
+    assert "draining requests in flight" in gateway.log.read_text()
+
+
+def children(pid: int) -> set[int]:
+    result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in result.stdout.split()}
+
+
+async def test_workers_share_a_port_restart_and_reload(tmp_path: Path, stub: str, real_redis_url: str) -> None:
+    raw = gateway_raw(stub, tmp_path, workers=2)
+    raw["redis"] = {"url": real_redis_url}
+    gateway = Running(tmp_path, raw)
+    try:
+        # A new connection per request, so that the kernel spreads them over both workers.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            deadline = time.monotonic() + 20
+            while len(children(gateway.proc.pid)) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            workers = children(gateway.proc.pid)
+            assert len(workers) == 2
+            victim = sorted(workers)[0]
+            subprocess.run(["kill", "-KILL", str(victim)], check=True)
+            deadline = time.monotonic() + 20
+            while (victim in children(gateway.proc.pid) or len(children(gateway.proc.pid)) < 2) \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert len(children(gateway.proc.pid)) == 2 and victim not in children(gateway.proc.pid)
+            await asyncio.sleep(1.5)  # the new worker binds
+            assert {await status(session, f"{gateway.url}/v1_0/channels") for _ in range(40)} == {200}
+            gateway.write(gateway_raw(stub, tmp_path, channels="required", workers=2)
+                          | {"server": raw["server"], "redis": raw["redis"]})
+            gateway.signal(signal.SIGHUP)
+            await asyncio.sleep(2)
+            assert {await status(session, f"{gateway.url}/v1_0/channels") for _ in range(40)} == {401}
+        assert gateway.stop() == 0
+        assert children(gateway.proc.pid) == set()
+    finally:
+        gateway.stop()
