@@ -64,10 +64,17 @@ def real_mysql_url(mysql_server: MariaDBProcess) -> str:
     return mysql_server.url(MYSQL_DATABASE)
 
 
-@pytest.fixture(params=["embedded", "real"])
-def store_urls(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, str]:
-    """Runs the test twice: on memory:// + sqlite, and on real Redis + MariaDB."""
-    if request.param == "embedded":
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests run on both store kinds, unless their module says `pytestmark = pytest.mark.stores("embedded")`."""
+    if "store_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("stores")
+        metafunc.parametrize("store_kind", marker.args if marker else ("embedded", "real"))
+
+
+@pytest.fixture
+def store_urls(store_kind: str, request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, str]:
+    """memory:// + sqlite, or real Redis + MariaDB."""
+    if store_kind == "embedded":
         return {"redis_url": "memory://", "database_url": f"sqlite:///{tmp_path}/gateway.db"}
     return {
         "redis_url": request.getfixturevalue("real_redis_url"),

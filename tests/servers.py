@@ -41,7 +41,17 @@ def require_binary(name: str, package: str) -> str:
     return path
 
 
-class RedisProcess:
+class _Process:
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(60)
+            self.proc = None
+
+
+class RedisProcess(_Process):
     def __init__(self, folder: Path, *, replica_of: int | None = None) -> None:
         self.binary = require_binary("redis-server", "redis-server")
         self.folder = folder
@@ -62,14 +72,8 @@ class RedisProcess:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
-
-class MariaDBProcess:
+class MariaDBProcess(_Process):
     def __init__(self, folder: Path) -> None:
         self.binary = require_binary("mariadbd", "mariadb-server")
         self.install = require_binary("mariadb-install-db", "mariadb-server")
@@ -106,14 +110,8 @@ class MariaDBProcess:
         finally:
             conn.close()
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(60)
-            self.proc = None
 
-
-class SentinelProcess:
+class SentinelProcess(_Process):
     """A Redis Sentinel (redis-server --sentinel) watching one primary, quick to fail over."""
 
     def __init__(self, folder: Path, primary_port: int, service: str = "mymaster") -> None:
@@ -134,9 +132,3 @@ class SentinelProcess:
         self.proc = subprocess.Popen([self.binary, str(self.folder / "sentinel.conf"), "--sentinel"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None

@@ -16,9 +16,7 @@ from upstream_stub.app import RECEIVED
 OLD_SECRET = "an-old-secret-that-was-rotated-out-but-still-verifies-0123456789"
 
 
-@pytest.fixture
-def store_urls(tmp_path: Path) -> dict[str, str]:
-    return {"redis_url": "memory://", "database_url": f"sqlite:///{tmp_path}/gateway.db"}
+pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ from tests.factories import make_token
 from upstream_stub.app import RECEIVED
 
 
-@pytest.fixture
-def store_urls(tmp_path: Any) -> dict[str, str]:
-    return {"redis_url": "memory://", "database_url": f"sqlite:///{tmp_path}/gateway.db"}
+pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 
 USER_ID = 4242

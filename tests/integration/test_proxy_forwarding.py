@@ -17,9 +17,7 @@ from upstream_stub.app import RECEIVED
 from upstream_stub.testing import DOWNLOAD_GATE, GZIP_BODY, UPLOAD_FIRST_CHUNK
 
 
-@pytest.fixture
-def store_urls(tmp_path: Any) -> dict[str, str]:
-    return {"redis_url": "memory://", "database_url": f"sqlite:///{tmp_path}/gateway.db"}
+pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 
 def seen_headers(body: dict[str, Any]) -> dict[str, list[str]]:

@@ -14,9 +14,7 @@ from tests.factories import MOBILE, make_config
 from tests.servers import MariaDBProcess, RedisProcess
 
 
-@pytest.fixture
-def store_urls(tmp_path: Path) -> dict[str, str]:
-    return {"redis_url": "memory://", "database_url": f"sqlite:///{tmp_path}/gateway.db"}
+pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 
 @pytest.fixture

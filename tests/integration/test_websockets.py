@@ -17,9 +17,7 @@ from upstream_stub.testing import WS_CLOSE_CODES
 USER = 4242
 
 
-@pytest.fixture
-def store_urls(tmp_path: Any) -> dict[str, str]:
-    return {"redis_url": "memory://", "database_url": f"sqlite:///{tmp_path}/gateway.db"}
+pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 
 @pytest.fixture
