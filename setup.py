@@ -7,7 +7,7 @@ setup(
     packages=find_packages(include=["gateway", "gateway.*", "upstream_stub", "upstream_stub.*"]),
     python_requires=">=3.11",
     install_requires=[
-        "aiohttp>=3.10",
+        "aiohttp>=3.11",
         "PyJWT[crypto]>=2.9",
         "redis>=5.0",
         "aiomysql>=0.2",

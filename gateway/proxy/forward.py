@@ -30,7 +30,7 @@ from .headers import client_response_headers
 
 log = logging.getLogger("gateway.proxy")
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Content-Type")
-_REFUSED = (aiohttp.ClientConnectorError,)  # includes connect timeouts: nothing was sent
+_REFUSED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)  # nothing was sent
 _STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _TIMEOUT = (aiohttp.ServerTimeoutError, asyncio.TimeoutError)
 

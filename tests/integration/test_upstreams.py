@@ -211,3 +211,34 @@ async def test_expect_100_continue(make_gateway: Any, stubs: list[Stub]) -> None
     writer.close()
     assert first_line.startswith(b"HTTP/1.1 401")  # refused without asking for the body
     assert stubs[0].received == [("POST", "/v1_0/echo/open")]
+
+
+@pytest.fixture
+def blackhole() -> Any:
+    """A port that accepts no more connections: its backlog is full and nothing accepts, so a connect hangs."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    yield f"http://127.0.0.1:{port}"
+    for sock in fillers + [server]:
+        sock.close()
+
+
+async def test_connect_timeout_is_504_and_a_get_moves_on(make_gateway: Any, stubs: list[Stub], blackhole: str) -> None:
+    only_dead_config = {"timeouts": {"connect": "300ms", "read": "5s"}}
+    only_dead = await gateway_for(make_gateway, [blackhole], PUBLIC, **only_dead_config)
+    resp = await only_dead.get("/v1_0/channels")
+    assert resp.status == 504 and (await resp.json())["message"] == "Upstream news timed out."
+    both = await gateway_for(make_gateway, [blackhole, stubs[0].url], PUBLIC, **only_dead_config)
+    assert [(await both.get("/v1_0/channels")).status for _ in range(2)] == [200, 200]
+    resp = await both.post("/v1_0/echo/x", data=b"x")  # the round robin's turn for the dead target; no retry
+    assert resp.status == 504
