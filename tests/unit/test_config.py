@@ -164,3 +164,53 @@ def test_limits_and_trusted_proxies() -> None:
     assert config.limits.login_failures is not None and config.limits.login_failures.amount == 3
     assert [str(limit) for limit in parse_config(config_dict() | {"limits": None}, env={}).limits.sms] == [
         "1 per 1 minute by mobile", "100 per 1 hour by ip"]
+
+
+def test_upstream_keys() -> None:
+    raw = config_dict()
+    raw["upstreams"]["news"] = {
+        "targets": ["http://a:1", {"url": "http://b:2", "weight": 3}],
+        "balance": "least_connections",
+        "timeouts": {"connect": "1s", "read": "10s", "first_byte": "2s", "total": "1m"},
+        "health_check": {"path": "/health", "interval": "2s"},
+        "passive": {"consecutive_failures": 5, "cooldown": "10s"},
+        "retry_methods": ["get", "HEAD"],
+        "max_body_size": "10m",
+    }
+    raw["routes"][0].update({"timeouts": {"total": "5s"}, "max_body_size": "1k", "retry_non_idempotent": True})
+    config = parse_config(raw, env={})
+    news = config.upstreams["news"]
+    assert [(t.url, t.weight) for t in news.targets] == [("http://a:1", 1), ("http://b:2", 3)]
+    assert news.balance == "least_connections" and news.max_body_size == 10 * 1024**2
+    assert (news.timeouts.connect, news.timeouts.first_byte, news.timeouts.total) == (1.0, 2.0, 60.0)
+    assert news.health_check is not None and news.health_check.path == "/health"
+    assert news.health_check.unhealthy_threshold == 3
+    assert news.retry_methods == {"GET", "HEAD"}
+    route = config.routes[0]
+    assert route.timeouts is not None and route.timeouts.total == 5.0 and route.timeouts.connect == 1.0
+    assert route.max_body_size == 1024 and route.retry_non_idempotent
+
+
+def test_upstream_and_server_errors() -> None:
+    raw = config_dict(server={"workers": 4})
+    raw["upstreams"]["news"].update({"balance": "fastest", "max_body_size": "lots",
+                                     "targets": [{"url": "http://a:1", "weight": 0}],
+                                     "health_check": {"path": "health"}, "retry_methods": ["GET", "NOT A METHOD"]})
+    raw["redis"] = {"sentinel": {"hosts": ["nohost"]}, "url": "redis://x:1/0"}
+    found = problems(raw)
+    assert "upstreams.news.balance: must be one of round_robin, least_connections, random_two_choices" in found
+    assert "upstreams.news.max_body_size: must be a size such as 512k, 10m or 1g, got 'lots'" in found
+    assert "upstreams.news.targets[0].weight: must be between 1 and 1000" in found
+    assert "upstreams.news.health_check.path: must start with /" in found
+    assert "upstreams.news.retry_methods[1]: is not an HTTP method" in found
+    assert "redis.sentinel.hosts[0]: must be host:port, got 'nohost'" in found
+    assert "redis.sentinel: replaces redis.url and redis.replica_url: give one or the other" in found
+
+
+def test_workers_need_a_shared_redis_and_free_worker_ids() -> None:
+    found = problems(config_dict(server={"workers": 2}))
+    assert "server.workers: more than 1 needs a shared Redis: memory:// lives inside one process" in found
+    raw = config_dict(server={"workers": 4}, redis_url="redis://127.0.0.1:6379/0", ids={"worker_id": 30})
+    assert any(p.startswith("server.workers: worker i uses snowflake worker id") for p in problems(raw))
+    config = parse_config(config_dict(server={"workers": 4}, redis_url="redis://127.0.0.1:6379/0"), env={})
+    assert config.server.workers == 4
