@@ -41,10 +41,10 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        error = _from_http_exception(exc)
+        translated = _from_http_exception(exc)
         if exc.status == 405:
-            error.headers["Allow"] = exc.headers.get("Allow", "")
-        return render(error)
+            translated.headers["Allow"] = exc.headers.get("Allow", "")
+        return render(translated)
     except STORE_ERRORS as exc:
         # A store the gateway needs is down: fail closed, whichever stage noticed.
         log.error("store unavailable on %s %s: %s", request.method, request.path, exc)

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
-import pymysql
 import pytest
 import redis as sync_redis
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import upstream_stub

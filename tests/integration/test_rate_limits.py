@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from gateway.config import parse_config
 from tests.factories import MOBILE, bearer, config_dict, make_config

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from tests.factories import MOBILE, make_config
 from tests.servers import MariaDBProcess, RedisProcess
