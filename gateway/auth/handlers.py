@@ -108,7 +108,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise BadRequest("Request body is too large.")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise BadRequest("Request body must be a JSON object.") from None
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object.")
