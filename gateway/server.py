@@ -20,6 +20,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import Config, ConfigError, load_config
+from .runner import GatewayRunner
 
 log = logging.getLogger("gateway.server")
 
@@ -42,7 +43,7 @@ class Generation:
     def __init__(self, config: Config) -> None:
         self.config = config
         access_log = logging.getLogger("gateway.access") if config.server.access_log else None
-        self.runner = web.AppRunner(create_app(config), access_log=access_log,
+        self.runner = GatewayRunner(create_app(config), access_log=access_log,
                                     shutdown_timeout=config.server.shutdown_timeout)
 
     async def start(self, sock: socket.socket) -> None:

@@ -176,3 +176,28 @@ async def test_workers_share_a_port_restart_and_reload(tmp_path: Path, stub: str
         assert children(gateway.proc.pid) == set()
     finally:
         gateway.stop()
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"s3cret" * 4000 + b"\r\n\r\n", 400),
+    (b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+])
+def test_unparseable_requests_get_json_and_no_versions(tmp_path: Path, stub: str, request_bytes: bytes,
+                                                       status: int) -> None:
+    import socket
+
+    gateway = Running(tmp_path, gateway_raw(stub, tmp_path))
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            sock.sendall(request_bytes)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    finally:
+        gateway.stop()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split(b" ")[1] == str(status).encode()
+    assert b"Server: toutiao-gateway\r\n" in head + b"\r\n" and b"aiohttp" not in head and b"Python" not in head
+    assert b"application/json" in head and b'"message"' in body
+    assert b"s3cret" not in gateway.log.read_bytes()
