@@ -23,6 +23,7 @@ from . import StoreUnavailable
 from .kv import KeyValue, MemoryKV
 
 log = logging.getLogger("gateway.stores.codes")
+SWEEP_AT = 1024
 _DOWN = (RedisError, OSError)
 
 ATTEMPT = """
@@ -65,7 +66,11 @@ class MemoryCodeStore:
         self._clock = clock
 
     async def put(self, mobile: str, code: str, ttl: int) -> None:
-        self._codes[mobile] = [code, 0, self._clock() + ttl]
+        now = self._clock()
+        if len(self._codes) >= SWEEP_AT and len(self._codes) % SWEEP_AT == 0:
+            for stale in [m for m, entry in self._codes.items() if entry[2] <= now]:
+                del self._codes[stale]  # codes never tried again would otherwise stay for good
+        self._codes[mobile] = [code, 0, now + ttl]
 
     async def check(self, mobile: str, guess: str, max_attempts: int) -> bool:
         entry = self._codes.get(mobile)

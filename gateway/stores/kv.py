@@ -24,10 +24,24 @@ class KeyValue(Protocol):
     async def ttl(self, name: str) -> Any: ...
 
 
+SWEEP_EVERY = 1024  # writes between sweeps of expired keys
+
+
 class MemoryKV:
+    """Expired keys go when read, and in a sweep every SWEEP_EVERY writes, so keys nobody reads again
+    (spent refresh tokens, say) do not pile up."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._data: dict[str, tuple[str, float | None]] = {}
         self._clock = clock
+        self._writes = 0
+
+    def _wrote(self) -> None:
+        self._writes += 1
+        if self._writes % SWEEP_EVERY == 0:
+            now = self._clock()
+            for name in [n for n, (_, deadline) in self._data.items() if deadline is not None and deadline <= now]:
+                del self._data[name]
 
     def _live(self, name: str) -> str | None:
         item = self._data.get(name)
@@ -47,6 +61,7 @@ class MemoryKV:
             return None
         deadline = None if ex is None else self._clock() + ex
         self._data[name] = (str(value), deadline)
+        self._wrote()
         return True
 
     async def incr(self, name: str) -> int:

@@ -13,3 +13,31 @@ async def test_memory_kv_expires_like_redis() -> None:
     assert await kv.getdel("b") is None
     await kv.set("c", "3", ex=5)
     assert await kv.delete("c", "missing") == 1
+
+
+async def test_keys_nobody_reads_again_are_swept() -> None:
+    from gateway.stores.kv import SWEEP_EVERY
+
+    now = [0.0]
+    kv = MemoryKV(clock=lambda: now[0])
+    for i in range(SWEEP_EVERY - 1):
+        await kv.set(f"spent:{i}", "1", ex=10)
+    await kv.set("forever", "1")
+    now[0] = 11
+    for i in range(SWEEP_EVERY):
+        await kv.set(f"fresh:{i}", "1", ex=10)
+    assert len(kv._data) <= SWEEP_EVERY + 1
+    assert await kv.get("forever") == "1"
+
+
+async def test_memory_codes_that_expire_unread_are_swept() -> None:
+    from gateway.stores.codes import SWEEP_AT, MemoryCodeStore
+
+    now = [0.0]
+    codes = MemoryCodeStore(clock=lambda: now[0])
+    for i in range(SWEEP_AT):
+        await codes.put(f"1390000{i:04d}", "123456", 300)
+    now[0] = 301
+    await codes.put("13911111111", "654321", 300)
+    assert len(codes._codes) == 1
+    assert await codes.check("13911111111", "654321", 5)
