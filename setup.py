@@ -19,7 +19,8 @@ setup(
         "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23"],
+        "test": ["pytest>=8.0", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23", "mypy>=1.10", "ruff>=0.5",
+                 "types-PyYAML"],
     },
     entry_points={"console_scripts": ["toutiao-gateway=gateway.__main__:main"]},
 )

@@ -138,15 +138,16 @@ class TokenService:
 
 
 def _claims(payload: dict[str, Any], now: float, leeway: float) -> Claims:
-    exp, user_id, refresh = payload.get("exp"), payload.get("user_id"), payload.get("refresh")
-    if not _is_number(exp):
+    exp, user_id, refresh = _number(payload.get("exp")), payload.get("user_id"), payload.get("refresh")
+    if exp is None:
         raise InvalidToken("exp is not a number")
     if exp + leeway <= now:
         raise InvalidToken("expired")
     for name in ("nbf", "iat"):
-        value = payload.get(name)
-        if value is not None and (not _is_number(value) or value > now + leeway):
-            raise InvalidToken(f"{name} is in the future or not a number")
+        if name in payload:
+            value = _number(payload[name])
+            if value is None or value > now + leeway:
+                raise InvalidToken(f"{name} is in the future or not a number")
     if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
         raise InvalidToken("user_id is not a positive integer")
     if not isinstance(refresh, bool):
@@ -157,15 +158,18 @@ def _claims(payload: dict[str, Any], now: float, leeway: float) -> Claims:
     return Claims(
         user_id=user_id,
         refresh=refresh,
-        exp=float(exp),
-        iat=float(payload.get("iat") or 0),
+        exp=exp,
+        iat=_number(payload.get("iat")) or 0.0,
         jti=jti,
         sid=sid if isinstance(sid, str) and sid else jti,
     )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _number(value: object) -> float | None:
+    """A JSON number as a float; None for anything else, booleans and numeric strings included."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def bearer_token(header: str | None) -> str | None:

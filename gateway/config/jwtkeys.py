@@ -18,7 +18,7 @@ from .model import JwtKey
 from .reader import Reader
 
 HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
-ASYMMETRIC = {
+ASYMMETRIC: dict[str, tuple[tuple[type, ...], tuple[type, ...], Any]] = {
     "RS256": ((rsa.RSAPrivateKey,), (rsa.RSAPublicKey,), RSAAlgorithm),
     "ES256": ((ec.EllipticCurvePrivateKey,), (ec.EllipticCurvePublicKey,), ECAlgorithm),
     "EdDSA": ((ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey),
@@ -93,12 +93,13 @@ def _hmac(reader: Reader, where: str, kid: str, algorithm: str, secret: str, fie
 def _asymmetric(reader: Reader, where: str, kid: str, algorithm: str, block: dict[str, Any]) -> JwtKey | None:
     private_types, public_types, jwk_algorithm = ASYMMETRIC[algorithm]
     private_file, public_file = block.get("private_key_file"), block.get("public_key_file")
+    path = str(private_file or public_file)
     if bool(private_file) == bool(public_file):
         reader.problem(where, f"{algorithm} needs exactly one of private_key_file or public_key_file")
         return None
     field = "private_key_file" if private_file else "public_key_file"
     try:
-        with open(private_file or public_file, "rb") as fh:
+        with open(path, "rb") as fh:
             pem = fh.read()
         loaded: Any = (serialization.load_pem_private_key(pem, password=None) if private_file
                        else serialization.load_pem_public_key(pem))
@@ -111,7 +112,8 @@ def _asymmetric(reader: Reader, where: str, kid: str, algorithm: str, block: dic
     if not isinstance(loaded, private_types if private_file else public_types):
         reader.problem(f"{where}.{field}", f"does not hold a key for {algorithm}")
         return None
-    public = loaded.public_key() if private_file else loaded
+    key: Any = loaded  # the isinstance check above narrows too far for mypy
+    public: Any = key.public_key() if private_file else key
     if algorithm == "RS256" and public.key_size < 2048:
         reader.problem(f"{where}.{field}", "RSA keys must be at least 2048 bits")
         return None

@@ -119,6 +119,7 @@ class RedisCodeStore:
         return await self._check_on_replica(mobile, guess, max_attempts)
 
     async def _check_on_replica(self, mobile: str, guess: str, max_attempts: int) -> bool:
+        assert self._replica is not None
         try:
             real = await self._replica.get(code_key(mobile))
         except _DOWN as exc:

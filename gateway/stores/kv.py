@@ -98,7 +98,7 @@ class MemoryKV:
 _TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
 
 
-def connect(url: str) -> KeyValue:
+def connect(url: str) -> Any:
     if url == "memory://":
         return MemoryKV()
     return aioredis.from_url(url, decode_responses=True, **_TIMEOUTS)
@@ -110,7 +110,7 @@ def connect_redis(config: RedisConfig) -> tuple[Any, Any | None]:
     if config.sentinel is None:
         return connect(config.url), connect(config.replica_url) if config.replica_url else None
     sentinel = Sentinel(list(config.sentinel.hosts), sentinel_kwargs=dict(_TIMEOUTS), **_TIMEOUTS)
-    options = {"decode_responses": True, "db": config.sentinel.db, "password": config.sentinel.password}
-    return (sentinel.master_for(config.sentinel.service, **options),
-            sentinel.slave_for(config.sentinel.service, **options))
+    service, db, password = config.sentinel.service, config.sentinel.db, config.sentinel.password
+    return (sentinel.master_for(service, decode_responses=True, db=db, password=password),
+            sentinel.slave_for(service, decode_responses=True, db=db, password=password))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 STATUS_DISABLED = 0
 STATUS_ENABLED = 1
@@ -47,11 +47,11 @@ def utcnow() -> datetime:
 USER_COLUMNS = "user_id, mobile, user_name, status, account, password"
 
 
-def user_from_row(row: tuple[object, ...] | None) -> User | None:
+def user_from_row(row: tuple[Any, ...] | None) -> User | None:
     if row is None:
         return None
     user_id, mobile, name, status, account, password = row
-    return User(int(user_id), str(mobile), str(name), int(status), account, password)  # type: ignore[call-overload]
+    return User(int(user_id), str(mobile), str(name), int(status), account, password)
 
 
 async def open_user_store(url: str, pool_size: int = 10) -> UserStore:
