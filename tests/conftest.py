@@ -5,6 +5,7 @@ import logging
 import os
 from typing import Any, Awaitable, Callable, Iterator
 
+import pymysql
 import pytest
 import redis as sync_redis
 from aiohttp.test_utils import TestClient, TestServer
@@ -28,10 +29,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 
 
 @pytest.fixture
-def real_redis_url(redis_server: RedisProcess) -> str:
-    url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url
-    if redis_server.proc is None:
-        redis_server.start()  # a fault test stopped it
+def real_redis_url(request: pytest.FixtureRequest) -> str:
+    """GATEWAY_TEST_REDIS_URL when set (flushed!), else the tests' own redis-server."""
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL")
+    if not url:
+        server: RedisProcess = request.getfixturevalue("redis_server")
+        if server.proc is None:
+            server.start()  # a fault test stopped it
+        url = server.url
     sync_redis.Redis.from_url(url).flushdb()
     return url
 
@@ -52,14 +57,32 @@ def _in_db(statement: str) -> str:
 
 
 @pytest.fixture
-def real_mysql_url(mysql_server: MariaDBProcess) -> str:
-    if os.environ.get("GATEWAY_TEST_MYSQL_URL"):
-        return os.environ["GATEWAY_TEST_MYSQL_URL"]
-    if mysql_server.proc is None:
-        mysql_server.start()
-    for table in ("user_basic", "user_profile"):
-        mysql_server.execute(f"TRUNCATE TABLE {MYSQL_DATABASE}.{table}")
-    return mysql_server.url(MYSQL_DATABASE)
+def real_mysql_url(request: pytest.FixtureRequest) -> str:
+    """GATEWAY_TEST_MYSQL_URL when set (its user tables are emptied!), else the tests' own mariadbd."""
+    url = os.environ.get("GATEWAY_TEST_MYSQL_URL")
+    if not url:
+        server: MariaDBProcess = request.getfixturevalue("mysql_server")
+        if server.proc is None:
+            server.start()
+        url = server.url(MYSQL_DATABASE)
+    _empty_user_tables(url)
+    return url
+
+
+def _empty_user_tables(url: str) -> None:
+    from yarl import URL
+
+    parsed = URL(url)
+    conn = pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.user or "root",
+                           password=parsed.password or "", database=parsed.path.lstrip("/"), autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            for statement in schema.MYSQL:
+                cur.execute(statement)
+            for table in ("user_basic", "user_profile"):
+                cur.execute(f"TRUNCATE TABLE {table}")
+    finally:
+        conn.close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
