@@ -29,6 +29,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 
 
 @pytest.fixture
+def redis_pair(tmp_path: Any) -> Iterator[tuple[RedisProcess, RedisProcess]]:
+    """A private primary and its replica, for fault tests."""
+    primary = RedisProcess(tmp_path / "primary")
+    primary.start()
+    replica = RedisProcess(tmp_path / "replica", replica_of=primary.port)
+    replica.start()
+    yield primary, replica
+    replica.stop()
+    primary.stop()
+
+
+@pytest.fixture
 def real_redis_url(request: pytest.FixtureRequest) -> str:
     """GATEWAY_TEST_REDIS_URL when set (flushed!), else the tests' own redis-server."""
     url = os.environ.get("GATEWAY_TEST_REDIS_URL")
@@ -46,14 +58,8 @@ def mysql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBPr
     server = MariaDBProcess(tmp_path_factory.mktemp("mariadb"))
     server.start()
     server.execute(f"CREATE DATABASE IF NOT EXISTS {MYSQL_DATABASE} CHARACTER SET utf8mb4")
-    for statement in schema.MYSQL:
-        server.execute(_in_db(statement))
     yield server
     server.stop()
-
-
-def _in_db(statement: str) -> str:
-    return statement.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {MYSQL_DATABASE}.")
 
 
 @pytest.fixture

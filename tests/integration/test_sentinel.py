@@ -18,16 +18,12 @@ pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 
 @pytest.fixture
-def redis_with_sentinel(tmp_path: Path) -> Any:
-    primary = RedisProcess(tmp_path / "primary")
-    primary.start()
-    replica = RedisProcess(tmp_path / "replica", replica_of=primary.port)
-    replica.start()
+def redis_with_sentinel(tmp_path: Path, redis_pair: tuple[RedisProcess, RedisProcess]) -> Any:
+    primary, replica = redis_pair
     sentinel = SentinelProcess(tmp_path / "sentinel", primary.port)
     sentinel.start()
     yield primary, replica, sentinel
-    for server in (sentinel, replica, primary):
-        server.stop()
+    sentinel.stop()
 
 
 async def try_login(client: Any, sms_codes: Any) -> int:

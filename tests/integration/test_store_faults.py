@@ -17,17 +17,6 @@ from tests.servers import MariaDBProcess, RedisProcess
 pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 
-@pytest.fixture
-def redis_pair(tmp_path: Path) -> Any:
-    primary = RedisProcess(tmp_path / "primary")
-    primary.start()
-    replica = RedisProcess(tmp_path / "replica", replica_of=primary.port)
-    replica.start()
-    yield primary, replica
-    replica.stop()
-    primary.stop()
-
-
 async def wait_for_key(url: str, key: str) -> None:
     client = aioredis.from_url(url)
     try:
