@@ -35,7 +35,6 @@ from .stores.revocation import MemoryRevocations, RedisRevocations
 from .stores.users import open_user_store
 
 log = logging.getLogger("gateway")
-KV = web.AppKey("kv", object)
 
 
 def create_app(config: Config) -> web.Application:
@@ -73,7 +72,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     max_ttl = config.jwt.refresh_ttl
     if config.redis.embedded:
-        app[KV] = MemoryKV()
+        app[keys.KV] = MemoryKV()
         app[keys.CODES] = MemoryCodeStore()
         app[keys.RATE_LIMITS] = RateLimits(Limiter(), config.limits)
         app[keys.REVOCATIONS] = MemoryRevocations(max_ttl)
@@ -81,7 +80,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         return
     primary, replica = connect_redis(config.redis)
     revocations = RedisRevocations(primary, max_ttl)
-    app[KV] = primary
+    app[keys.KV] = primary
     app[keys.CODES] = RedisCodeStore(primary, replica)
     app[keys.RATE_LIMITS] = RateLimits(Limiter(redis_storage(primary)), config.limits)
     app[keys.REVOCATIONS] = revocations
@@ -118,7 +117,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                                             fail_open=config.revocation.on_redis_down == "allow")
     app[keys.LOGINS] = Logins(app[keys.USERS], app[keys.CODES], Passwords(), app[keys.RATE_LIMITS],
                               app[keys.IDS], config.sms)
-    app[keys.SESSIONS] = Sessions(app[keys.TOKENS], revocations, app[KV], config.jwt)  # type: ignore[arg-type]
+    app[keys.SESSIONS] = Sessions(app[keys.TOKENS], revocations, app[keys.KV], config.jwt)
     yield
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable
 
+from aiohttp import web
+
 from .config.model import Network
 
 
-def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+def is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -21,7 +23,7 @@ def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
 
 
 def client_ip(peer: str, forwarded_for: Iterable[str], trusted: tuple[Network, ...]) -> str:
-    if not trusted or not _trusted(peer, trusted):
+    if not trusted or not is_trusted(peer, trusted):
         return peer
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
     client = peer
@@ -31,6 +33,10 @@ def client_ip(peer: str, forwarded_for: Iterable[str], trusted: tuple[Network, .
         except ValueError:
             break  # garbage: trust nothing further left
         client = hop
-        if not _trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             break
     return client
+
+
+def request_ip(request: web.Request, trusted: tuple[Network, ...]) -> str:
+    return client_ip(request.remote or "", request.headers.getall("X-Forwarded-For", ()), trusted)

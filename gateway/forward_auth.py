@@ -10,27 +10,18 @@ Only peers in `server.trusted_proxies` may ask.
 """
 from __future__ import annotations
 
-import ipaddress
-
 from aiohttp import web
 
 from . import keys
+from .client_ip import is_trusted
 from .errors import Forbidden
 from .pipeline import admit
 
 PREFIX = "/_gateway/auth"
 
 
-def _trusted(request: web.Request) -> bool:
-    try:
-        peer = ipaddress.ip_address(request.remote or "")
-    except ValueError:
-        return False
-    return any(peer in net for net in request.app[keys.CONFIG].server.trusted_proxies)
-
-
 async def forward_auth(request: web.Request) -> web.Response:
-    if not _trusted(request):
+    if not is_trusted(request.remote or "", request.app[keys.CONFIG].server.trusted_proxies):
         raise Forbidden("Forward-auth answers trusted proxies only.")
     headers = request.headers
     method = headers.get("X-Forwarded-Method") or request.method

@@ -15,6 +15,7 @@ from .proxy.headers import RequestIds
 from .ratelimit import RateLimits
 from .routing import RouteTable
 from .stores.codes import CodeStore
+from .stores.kv import KeyValue
 from .stores.revocation import MemoryRevocations
 from .stores.users import UserStore
 
@@ -32,3 +33,4 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 LOGINS = web.AppKey("logins", Logins)
 SESSIONS = web.AppKey("sessions", Sessions)
 FORWARDER = web.AppKey("forwarder", Forwarder)
+KV = web.AppKey("kv", KeyValue)  # plain keys for sessions: the Redis primary, or memory://

@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from . import keys
-from .client_ip import client_ip
+from .client_ip import request_ip
 from .config import RouteConfig
 from .errors import NotFound, PayloadTooLarge
 from .proxy.headers import upstream_request_headers
@@ -42,8 +42,7 @@ async def admit(request: web.Request, method: str, target: str, headers: CIMulti
         await authenticator.authorize(claims, mode)
         user_id = claims.user_id
     if route.limits:
-        ip = client_ip(request.remote or "", headers.getall("X-Forwarded-For", ()),
-                       app[keys.CONFIG].server.trusted_proxies)
+        ip = request_ip(request, app[keys.CONFIG].server.trusted_proxies)
         await app[keys.RATE_LIMITS].route(route, ip, user_id)
     return Admission(route, f"{path}?{query}" if query else path, user_id)
 

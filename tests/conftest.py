@@ -43,12 +43,7 @@ def redis_pair(tmp_path: Any) -> Iterator[tuple[RedisProcess, RedisProcess]]:
 @pytest.fixture
 def real_redis_url(request: pytest.FixtureRequest) -> str:
     """GATEWAY_TEST_REDIS_URL when set (flushed!), else the tests' own redis-server."""
-    url = os.environ.get("GATEWAY_TEST_REDIS_URL")
-    if not url:
-        server: RedisProcess = request.getfixturevalue("redis_server")
-        if server.proc is None:
-            server.start()  # a fault test stopped it
-        url = server.url
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL") or _own_server(request, "redis_server").url
     sync_redis.Redis.from_url(url).flushdb()
     return url
 
@@ -65,14 +60,16 @@ def mysql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBPr
 @pytest.fixture
 def real_mysql_url(request: pytest.FixtureRequest) -> str:
     """GATEWAY_TEST_MYSQL_URL when set (its user tables are emptied!), else the tests' own mariadbd."""
-    url = os.environ.get("GATEWAY_TEST_MYSQL_URL")
-    if not url:
-        server: MariaDBProcess = request.getfixturevalue("mysql_server")
-        if server.proc is None:
-            server.start()
-        url = server.url(MYSQL_DATABASE)
+    url = os.environ.get("GATEWAY_TEST_MYSQL_URL") or _own_server(request, "mysql_server").url(MYSQL_DATABASE)
     _empty_user_tables(url)
     return url
+
+
+def _own_server(request: pytest.FixtureRequest, fixture: str) -> Any:
+    server = request.getfixturevalue(fixture)
+    if server.proc is None:
+        server.start()  # a fault test stopped it
+    return server
 
 
 def _empty_user_tables(url: str) -> None:

@@ -50,7 +50,10 @@ class Authenticator:
             raise Forbidden("Do not use refresh token.")
         if self.revoked(claims):
             raise _invalid(mode)
-        if not await self.status.enabled(claims.user_id):
+        enabled = self.status.cached(claims.user_id)
+        if enabled is None:
+            enabled = await self.status.enabled(claims.user_id)
+        if not enabled:
             raise Forbidden("User denied.")
 
     def revoked(self, claims: Claims) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import keys
-from ..client_ip import client_ip
+from .. import client_ip
 from ..errors import BadRequest, Forbidden, Unauthorized
 from .mobile import normalize_mobile
 from .passwords import MAX_PASSWORD_BYTES
@@ -25,8 +25,7 @@ def reply(data: dict[str, Any], status: int = 200) -> web.Response:
 
 
 def request_ip(request: web.Request) -> str:
-    return client_ip(request.remote or "", request.headers.getall("X-Forwarded-For", ()),
-                     request.app[keys.CONFIG].server.trusted_proxies)
+    return client_ip.request_ip(request, request.app[keys.CONFIG].server.trusted_proxies)
 
 
 async def send_code(request: web.Request) -> web.Response:

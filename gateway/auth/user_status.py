@@ -21,11 +21,18 @@ class UserStatusCache:
         self._clock = clock
         self._cache: dict[int, tuple[bool, float]] = {}
 
-    async def enabled(self, user_id: int) -> bool:
-        now = self._clock()
+    def cached(self, user_id: int) -> bool | None:
+        """The cached answer, or None when the store must be asked (no coroutine on the common path)."""
         entry = self._cache.get(user_id)
-        if entry is not None and entry[1] > now:
+        if entry is not None and entry[1] > self._clock():
             return entry[0]
+        return None
+
+    async def enabled(self, user_id: int) -> bool:
+        cached = self.cached(user_id)
+        if cached is not None:
+            return cached
+        now = self._clock()
         user = await self._users.get_by_id(user_id)
         enabled = user is not None and user.enabled
         if self._ttl > 0:

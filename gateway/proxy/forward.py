@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import AsyncIterator, Mapping
 
 import aiohttp
@@ -24,6 +25,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..config import RouteConfig, UpstreamConfig
+from ..config.model import Timeouts
 from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
 from .balancer import BALANCERS, Target, make_targets
 from .headers import client_response_headers
@@ -46,10 +48,37 @@ class Upstream:
         return {"upstream": self.name}
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A route's proxy settings, the upstream's filled in: worked out once per route, not per request."""
+
+    timeouts: Timeouts
+    client_timeout: aiohttp.ClientTimeout
+    body_limit: int | None
+    retry_non_idempotent: bool
+
+    @classmethod
+    def of(cls, route: RouteConfig, upstream: UpstreamConfig) -> _Plan:
+        timeouts = route.timeouts or upstream.timeouts
+        return cls(
+            timeouts=timeouts,
+            client_timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read),
+            body_limit=route.max_body_size or upstream.max_body_size,
+            retry_non_idempotent=route.retry_non_idempotent,
+        )
+
+
 class Forwarder:
     def __init__(self, session: aiohttp.ClientSession, upstreams: Mapping[str, UpstreamConfig]) -> None:
         self.session = session
         self.upstreams = {name: Upstream(cfg) for name, cfg in upstreams.items()}
+        self._plans: dict[int, _Plan] = {}  # by id(route): routes live as long as this forwarder's config
+
+    def plan(self, route: RouteConfig) -> _Plan:
+        plan = self._plans.get(id(route))
+        if plan is None:
+            plan = self._plans[id(route)] = _Plan.of(route, self.upstreams[route.upstream].config)
+        return plan
 
     @staticmethod
     def make_session(upstreams: Mapping[str, UpstreamConfig]) -> aiohttp.ClientSession:
@@ -63,12 +92,12 @@ class Forwarder:
         )
 
     def body_limit(self, route: RouteConfig) -> int | None:
-        return route.max_body_size or self.upstreams[route.upstream].config.max_body_size
+        return self.plan(route).body_limit
 
     async def forward(self, request: web.Request, route: RouteConfig, path_qs: str, headers: CIMultiDict[str],
                       req_id: str) -> web.StreamResponse:
         upstream = self.upstreams[route.upstream]
-        exchange = _Exchange(self.session, upstream, request, route, headers)
+        exchange = _Exchange(self.session, upstream, request, self.plan(route), headers)
         total = exchange.timeouts.total
         response: web.StreamResponse | None = None
         try:
@@ -90,17 +119,16 @@ class Forwarder:
 class _Exchange:
     """One request's attempts at one upstream."""
 
-    def __init__(self, session: aiohttp.ClientSession, upstream: Upstream, request: web.Request,
-                 route: RouteConfig, headers: CIMultiDict[str]) -> None:
+    def __init__(self, session: aiohttp.ClientSession, upstream: Upstream, request: web.Request, plan: _Plan,
+                 headers: CIMultiDict[str]) -> None:
         self.session = session
         self.upstream = upstream
         self.request = request
         self.headers = headers
-        self.timeouts = route.timeouts or upstream.config.timeouts
-        self.limit = route.max_body_size or upstream.config.max_body_size
-        self.may_retry = route.retry_non_idempotent or request.method in upstream.config.retry_methods
-        self.client_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.read)
+        self.timeouts = plan.timeouts
+        self.limit = plan.body_limit
+        self.may_retry = plan.retry_non_idempotent or request.method in upstream.config.retry_methods
+        self.client_timeout = plan.client_timeout
 
     async def send(self, path_qs: str) -> tuple[aiohttp.ClientResponse, Target]:
         balancer = self.upstream.balancer

@@ -79,9 +79,6 @@ class MemoryRevocations:
         for user in [u for u, (_, drop) in self._not_before.items() if drop <= now]:
             del self._not_before[user]
 
-    async def listen(self) -> None:
-        """Nothing to listen to in one process."""
-
 
 class RedisRevocations(MemoryRevocations):
     def __init__(self, redis: Any, max_ttl: float, *, clock: Callable[[], float] = time.time,
