@@ -67,9 +67,9 @@ def _run(config: Config, *, dev: bool, worker: int | None) -> int:
         from .supervisor import Supervisor
 
         return Supervisor(config, dev=dev).run()
-    from .server import Server, listen, with_worker_id
+    from .server import Server, bind, with_worker_id
 
-    sock = listen(config.server.host, config.server.port, reuse_port=workers > 1)
+    sock = bind(config.server.host, config.server.port, reuse_port=workers > 1)
     server = Server(with_worker_id(config, worker or 0), dev=dev, worker=worker or 0)
     with asyncio.Runner(loop_factory=_new_event_loop) as runner:
         runner.run(server.run(sock))

@@ -25,16 +25,21 @@ from .runner import GatewayRunner
 log = logging.getLogger("gateway.server")
 
 
-def listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """Bound, not yet listening: a worker joins the port's SO_REUSEPORT group only once it can serve,
+    so no connection waits in the queue of a worker that is still starting."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def _listening(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
 
 
 class Generation:
@@ -47,7 +52,9 @@ class Generation:
                                     shutdown_timeout=config.server.shutdown_timeout)
 
     async def start(self, sock: socket.socket) -> None:
-        await self.runner.setup()
+        await self.runner.setup()  # the app's start-up: stores, pools, the revocation list
+        if not _listening(sock):
+            sock.listen(1024)
         await web.SockSite(self.runner, sock.dup()).start()
 
     async def stop(self) -> None:

@@ -152,7 +152,8 @@ async def test_workers_share_a_port_restart_and_reload(tmp_path: Path, stub: str
     gateway = Running(tmp_path, raw)
     try:
         # A new connection per request, so that the kernel spreads them over both workers.
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                         timeout=aiohttp.ClientTimeout(total=20)) as session:
             deadline = time.monotonic() + 20
             while len(children(gateway.proc.pid)) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
