@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import jwt
@@ -72,6 +73,27 @@ def make_token(
     for key in drop:
         payload.pop(key, None)
     return jwt.encode(payload, secret, algorithm=algorithm, headers=headers)
+
+
+def seed_pair(user_id: int, *, secret: str = SECRET, age: timedelta = timedelta(0), access_hours: float = 2,
+              refresh_days: float = 14) -> dict[str, str]:
+    """Tokens exactly as the toutiao backend's `_generate_tokens` makes them with `generate_jwt`:
+    `{'exp': expiry}` updated with the payload, HS256, no kid, jti, sid or iat; issued `age` ago."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None) - age  # the backend's datetime.utcnow()
+
+    def generate_jwt(payload: dict[str, Any], expiry: datetime) -> str:
+        _payload: dict[str, Any] = {"exp": expiry}
+        _payload.update(payload)
+        return jwt.encode(_payload, secret, algorithm="HS256")
+
+    return {
+        "token": generate_jwt({"user_id": user_id, "refresh": False}, now + timedelta(hours=access_hours)),
+        "refresh_token": generate_jwt({"user_id": user_id, "refresh": True}, now + timedelta(days=refresh_days)),
+    }
+
+
+def payload_of(token: str) -> dict[str, Any]:
+    return dict(jwt.decode(token, options={"verify_signature": False}))
 
 
 def bearer(token: str) -> dict[str, str]:

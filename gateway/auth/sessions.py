@@ -19,6 +19,7 @@ from ..config import JwtConfig
 from ..errors import Forbidden, ServiceUnavailable
 from ..stores.kv import KeyValue
 from ..stores.revocation import MemoryRevocations
+from . import legacy
 from .tokens import Claims, TokenService
 
 PENDING = "pending"
@@ -62,7 +63,7 @@ class Sessions:
             successor = await self._kv.get(f"gw:successor:{claims.jti}")
             if successor is not None:
                 return dict(json.loads(successor))
-        await self._revocations.revoke_session(claims.sid)
+        await self.end(claims)
         raise wrong_refresh_token()
 
     async def _spent_at(self, spent: str) -> float | None:
@@ -74,4 +75,4 @@ class Sessions:
         raise ServiceUnavailable()
 
     async def end(self, claims: Claims) -> None:
-        await self._revocations.revoke_session(claims.sid)
+        await self._revocations.revoke_sessions(*legacy.sessions_ended_by(claims.sid, claims.user_id))

@@ -3,6 +3,8 @@
 Payload: {"user_id", "refresh", "exp", "iat", "jti", "sid"} (+ "iss", "aud"
 when configured). `sid` names the session: every token issued from one login,
 across refreshes and rotations, shares it, so one revocation ends them all.
+Tokens without a `jti` were made by the toutiao backend before the switch;
+`legacy.py` gives them session keys of their own.
 
 Verification trusts nothing in the header but `kid`, and that only as a key
 into the configured table: the key's own algorithm is pinned (so `none` and
@@ -21,6 +23,7 @@ from typing import Any, Callable
 import jwt
 
 from ..config import JwtConfig, JwtKey
+from . import legacy
 
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
 
@@ -37,6 +40,7 @@ class Claims:
     iat: float
     jti: str
     sid: str
+    family: str  # a second revocation key: the sid itself, or a legacy token's pre-switch family
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class TokenService:
         self._cache_size = config.cache_size
 
     def issue(self, user_id: int, *, refresh: bool, sid: str) -> str:
+        if not sid:
+            raise ValueError("every issued token names its session")
         now = self._clock()
         ttl = self._config.refresh_ttl if refresh else self._config.access_ttl
         # iat to the millisecond (RFC 7519 NumericDate allows fractions), so that a per-user
@@ -134,10 +140,12 @@ class TokenService:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from None
-        return _claims(payload, now, self._leeway)
+        if not config.accept_legacy_tokens and not _has_jti(payload):
+            raise InvalidToken("no jti: made before the switch, and jwt.accept_legacy_tokens is off")
+        return _claims(payload, now, self._leeway, token)
 
 
-def _claims(payload: dict[str, Any], now: float, leeway: float) -> Claims:
+def _claims(payload: dict[str, Any], now: float, leeway: float, token: str) -> Claims:
     exp, user_id, refresh = _number(payload.get("exp")), payload.get("user_id"), payload.get("refresh")
     if exp is None:
         raise InvalidToken("exp is not a number")
@@ -152,17 +160,26 @@ def _claims(payload: dict[str, Any], now: float, leeway: float) -> Claims:
         raise InvalidToken("user_id is not a positive integer")
     if not isinstance(refresh, bool):
         raise InvalidToken("refresh is not a boolean")
-    jti = payload.get("jti")
-    jti = jti if isinstance(jti, str) else ""
-    sid = payload.get("sid")
+    if _has_jti(payload):
+        jti, sid = payload["jti"], payload.get("sid")
+        sid = sid if isinstance(sid, str) and sid else jti
+    else:
+        jti, sid = legacy.legacy_ids(token, user_id, refresh)
     return Claims(
         user_id=user_id,
         refresh=refresh,
         exp=exp,
         iat=_number(payload.get("iat")) or 0.0,
         jti=jti,
-        sid=sid if isinstance(sid, str) and sid else jti,
+        sid=sid,
+        family=legacy.family_of(sid, user_id),
     )
+
+
+def _has_jti(payload: dict[str, Any]) -> bool:
+    """Tokens without one (no string, or an empty one) were made by the toutiao backend: see legacy.py."""
+    jti = payload.get("jti")
+    return isinstance(jti, str) and jti != ""
 
 
 def _number(value: object) -> float | None:

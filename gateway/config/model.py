@@ -45,6 +45,7 @@ class JwtConfig:
     rotation_grace: float = 10.0
     generated: bool = False  # True when --dev made up the secret
     kidless_legacy: bool = False  # single `secret` form: tokens without `kid` use it
+    accept_legacy_tokens: bool = True  # tokens without `jti`, as the toutiao backend made them
 
     @property
     def signing_key(self) -> JwtKey:

@@ -76,7 +76,8 @@ def networks(reader: Reader, raw: Any, where: str) -> tuple[Network, ...]:
 
 def jwt(reader: Reader, raw: Any, dev: bool) -> JwtConfig:
     block = reader.section(raw, "jwt", {"secret", "algorithm", "keys", "access_ttl", "refresh_ttl", "cache_size",
-                                        "issuer", "audience", "leeway", "rotate_refresh_tokens", "rotation_grace"})
+                                        "issuer", "audience", "leeway", "rotate_refresh_tokens", "rotation_grace",
+                                        "accept_legacy_tokens"})
     keys, generated, legacy = read_keys(reader, block, dev)
     access_ttl = reader.duration(block, "access_ttl", "jwt", 2 * 3600)
     refresh_ttl = reader.duration(block, "refresh_ttl", "jwt", 14 * 86400)
@@ -94,6 +95,7 @@ def jwt(reader: Reader, raw: Any, dev: bool) -> JwtConfig:
         rotation_grace=reader.duration(block, "rotation_grace", "jwt", 10.0, zero=True),
         generated=generated,
         kidless_legacy=legacy,
+        accept_legacy_tokens=reader.boolean(block, "accept_legacy_tokens", "jwt", True),
     )
 
 

@@ -40,7 +40,8 @@ class MemoryRevocations:
         self.fresh = True
 
     def is_revoked(self, claims: Claims) -> bool:
-        if claims.sid in self._sessions:
+        sessions = self._sessions
+        if claims.sid in sessions or claims.family in sessions:
             return True
         entry = self._not_before.get(claims.user_id)
         return entry is not None and claims.iat <= entry[0]
@@ -48,8 +49,10 @@ class MemoryRevocations:
     def on_status_change(self, listener: Listener) -> None:
         self._status_listeners.append(listener)
 
-    async def revoke_session(self, sid: str) -> None:
-        self._apply(f"sid:{sid}", self._clock() + self._max_ttl)
+    async def revoke_sessions(self, *sids: str) -> None:
+        drop_at = self._clock() + self._max_ttl
+        for member in _session_members(sids):
+            self._apply(member, drop_at)
 
     async def revoke_user(self, user_id: int) -> None:
         now = self._clock()
@@ -100,29 +103,31 @@ class RedisRevocations(MemoryRevocations):
     def stop(self) -> None:
         self._stopped = True
 
-    async def revoke_session(self, sid: str) -> None:
-        await self._store(f"sid:{sid}", self._clock() + self._max_ttl)
+    async def revoke_sessions(self, *sids: str) -> None:
+        await self._store(_session_members(sids), self._clock() + self._max_ttl)
 
     async def revoke_user(self, user_id: int) -> None:
         now = self._clock()
-        await self._store(f"user:{user_id}:{now}", now + self._max_ttl)
+        await self._store([f"user:{user_id}:{now}"], now + self._max_ttl)
 
     async def status_changed(self, user_id: int) -> None:
         self._notify_status(user_id)
         await self._publish(f"status:{user_id}")
 
-    async def _store(self, member: str, drop_at: float) -> None:
+    async def _store(self, members: list[str], drop_at: float) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(KEY, {member: drop_at})
+                pipe.zadd(KEY, {member: drop_at for member in members})
                 pipe.zremrangebyscore(KEY, "-inf", self._clock())
                 pipe.expire(KEY, int(self._max_ttl) + 1)
-                pipe.publish(CHANNEL, f"revoke {member} {drop_at}")
+                for member in members:
+                    pipe.publish(CHANNEL, f"revoke {member} {drop_at}")
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.error("cannot store a revocation: %s", exc)
             raise StoreUnavailable() from None
-        self._apply(member, drop_at)
+        for member in members:
+            self._apply(member, drop_at)
 
     async def _publish(self, message: str) -> None:
         try:
@@ -169,6 +174,12 @@ class RedisRevocations(MemoryRevocations):
             self._apply(member, float(drop_at))
         elif kind.startswith("status:"):
             self._notify_status(int(kind[len("status:"):]))
+
+
+def _session_members(sids: tuple[str, ...]) -> list[str]:
+    if not all(sids):
+        raise ValueError("an empty session id would match no token, or every token made without one")
+    return [f"sid:{sid}" for sid in sids]
 
 
 def _text(value: Any) -> str:

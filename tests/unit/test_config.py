@@ -20,6 +20,7 @@ def test_the_shipped_gateway_yaml_is_valid() -> None:
     assert [r.path for r in config.routes] == ["/v1_0/channels", "/v1_0/articles", "/v1_0/user/channels", "/"]
     assert config.routes[2].auth == {"GET": "optional", "*": "required"}
     assert [t.url for t in config.upstreams["news"].targets] == ["http://127.0.0.1:9000"]
+    assert config.jwt.accept_legacy_tokens is True
 
 
 def test_environment_references_expand_with_defaults() -> None:
@@ -67,6 +68,16 @@ def test_every_problem_is_reported_at_once_with_its_place() -> None:
     assert any(p.startswith("routes[3].auth.*: must be one of public, optional, required") for p in found)
     assert any(p.startswith("upstreams.news.targets[0]: must be http://host:port") for p in found)
     assert len(found) == 7
+
+
+@pytest.mark.parametrize("value, accepted", [(True, True), (False, False), ("false", False), ("maybe", None), (0, None)])
+def test_accept_legacy_tokens_is_a_boolean(value: object, accepted: bool | None) -> None:
+    raw = config_dict()
+    raw["jwt"]["accept_legacy_tokens"] = value
+    if accepted is None:
+        assert problems(raw) == ["jwt.accept_legacy_tokens: must be true or false"]
+    else:
+        assert parse_config(raw, env={}).jwt.accept_legacy_tokens is accepted
 
 
 def test_a_missing_secret_is_refused_unless_dev_mode_makes_one_up() -> None:
