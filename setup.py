@@ -8,6 +8,7 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "aiohttp>=3.11",
+        "httptools>=0.6",
         "PyJWT[crypto]>=2.9",
         "redis>=5.0",
         "aiomysql>=0.2",

@@ -49,7 +49,7 @@ http {{
   client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy; fastcgi_temp_path {folder}/fcgi;
   uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{backend}; location / {{ return 200 '{{"ok":true}}'; }} }}
+  server {{ listen 127.0.0.1:{backend}; location / {{ add_header X-Seen-User-Id $http_x_user_id; return 200 '{{"ok":true}}'; }} }}
   server {{ listen 127.0.0.1:{proxy};
            location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
 }}""")
@@ -57,6 +57,9 @@ http {{
 
 
 def haproxy_conf(folder: Path, backend: int, port: int) -> Path:
+    """HAProxy doing the gateway's job on a required route: HS256 jwt_verify, the exp check, the client's
+    X-User-Id removed and X-User-Id set from the payload, 401 JSON otherwise."""
+    deny = "http-request return status 401 content-type application/json string '{\"message\":\"denied\"}'"
     conf = folder / "haproxy.cfg"
     conf.write_text(f"""
 global
@@ -68,6 +71,15 @@ defaults
   timeout server 30s
 frontend f
   bind 127.0.0.1:{port}
+  http-request del-header X-User-Id
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+  http-request set-var(txn.now) date()
+  {deny} unless {{ var(txn.alg) -m str HS256 }}
+  {deny} unless {{ var(txn.bearer),jwt_verify(txn.alg,"{SECRET}") -m int 1 }}
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+  {deny} if {{ var(txn.exp),sub(txn.now) -m int lt 1 }}
+  http-request set-header X-User-Id %[var(txn.bearer),jwt_payload_query('$.user_id','int')]
   default_backend b
 backend b
   http-reuse always
@@ -137,11 +149,12 @@ def main() -> None:
             for port in (backend, nginx_port, haproxy_port, gateway_port):
                 wait_for_port(port)
             targets = {
-                "haproxy": (f"http://127.0.0.1:{haproxy_port}/x", []),
+                "haproxy": (f"http://127.0.0.1:{haproxy_port}/x", ["-H", f"Authorization: Bearer {token}"]),
                 "nginx": (f"http://127.0.0.1:{nginx_port}/x", []),
                 "gateway public": (f"http://127.0.0.1:{gateway_port}/public/x", []),
                 "gateway required": (f"http://127.0.0.1:{gateway_port}/x", ["-H", f"Authorization: Bearer {token}"]),
             }
+            check(targets, token)
             results: dict[str, list[float]] = {name: [] for name in targets}
             for _ in range(args.rounds):
                 for name, (url, headers) in targets.items():
@@ -151,6 +164,29 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(20)
     report(results)
+
+
+def check(targets: dict[str, tuple[str, list[str]]], token: str) -> None:
+    """Each system first proves it does the job: 200 and X-User-Id 42 with the token, 401 with a bad one."""
+    import urllib.error
+    import urllib.request
+
+    def status(url: str, auth: str | None) -> tuple[int, str | None]:
+        req = urllib.request.Request(url, headers={"Authorization": auth, "X-User-Id": "7"} if auth else {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, resp.headers.get("X-Seen-User-Id")
+        except urllib.error.HTTPError as exc:
+            return exc.code, None
+
+    for name, (url, _) in targets.items():
+        if name in ("nginx", "gateway public"):
+            if status(url, None)[0] != 200:
+                sys.exit(f"bench: {name} does not answer 200")
+            continue
+        seen = status(url, f"Bearer {token}")
+        if seen != (200, "42") or status(url, f"Bearer {token[:-2]}xx")[0] != 401:
+            sys.exit(f"bench: {name} does not do the job: a valid token gave {seen}")
 
 
 def report(results: dict[str, list[float]]) -> None:

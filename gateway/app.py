@@ -134,4 +134,5 @@ async def _upstreams(app: web.Application) -> AsyncIterator[None]:
         for task in checks:
             task.cancel()
         await asyncio.gather(*checks, return_exceptions=True)
+        forwarder.close()
         await session.close()

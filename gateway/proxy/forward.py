@@ -1,8 +1,10 @@
-"""The forward stage: one shared connection pool, bodies streamed both ways.
+"""The forward stage: pooled upstream connections (transport.py), bodies streamed both ways.
 
 `Forwarder.forward` is the one interface the pipeline uses. It picks a target
 (balancer.py), sends the request, and relays the answer as it arrives.
 Upstream redirects are passed back and compressed bodies pass untouched.
+The request's framing is the gateway's: a canonical `Content-Length`, or
+chunked when the client's length is unknown.
 
 Retries (RFC 9110 §9.2.2): a request whose connection failed before any byte
 of it was sent is tried once more on another target when its method is
@@ -17,24 +19,25 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping
+from typing import Any, Mapping
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..config import RouteConfig, UpstreamConfig
 from ..config.model import Timeouts
-from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
+from ..errors import BadGateway, BadRequest, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
 from .balancer import BALANCERS, Target, make_targets
 from .headers import client_response_headers
+from .transport import (
+    BadResponse, ConnectFailed, ConnectTimeout, Connection, Disconnected, Limit, Pool, ReadTimeout, ResponseHead,
+    UpstreamError,
+)
 
 log = logging.getLogger("gateway.proxy")
-_SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Content-Type")
-_REFUSED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)  # nothing was sent
-_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-_TIMEOUT = (aiohttp.ServerTimeoutError, asyncio.TimeoutError)
+SMALL_BODY = 64 * 1024  # a body of known length up to this size is read first and sent with the head
 
 
 class Upstream:
@@ -43,9 +46,21 @@ class Upstream:
         self.config = config
         self.targets = make_targets(config.targets, config.passive)
         self.balancer = BALANCERS[config.balance](self.targets)
+        limit = Limit(config.max_connections)
+        self.pools = {target: _pool(target.url, limit) for target in self.targets}
 
     def errors(self) -> dict[str, str]:
         return {"upstream": self.name}
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+
+def _pool(url: str, limit: Limit) -> Pool:
+    parsed = URL(url)
+    assert parsed.host is not None and parsed.port is not None
+    return Pool(parsed.host, parsed.port, limit)
 
 
 @dataclass(frozen=True)
@@ -53,16 +68,13 @@ class _Plan:
     """A route's proxy settings, the upstream's filled in: worked out once per route, not per request."""
 
     timeouts: Timeouts
-    client_timeout: aiohttp.ClientTimeout
     body_limit: int | None
     retry_non_idempotent: bool
 
     @classmethod
     def of(cls, route: RouteConfig, upstream: UpstreamConfig) -> _Plan:
-        timeouts = route.timeouts or upstream.timeouts
         return cls(
-            timeouts=timeouts,
-            client_timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read),
+            timeouts=route.timeouts or upstream.timeouts,
             body_limit=route.max_body_size or upstream.max_body_size,
             retry_non_idempotent=route.retry_non_idempotent,
         )
@@ -70,7 +82,7 @@ class _Plan:
 
 class Forwarder:
     def __init__(self, session: aiohttp.ClientSession, upstreams: Mapping[str, UpstreamConfig]) -> None:
-        self.session = session
+        self.session = session  # for WebSocket handshakes and health checks
         self.upstreams = {name: Upstream(cfg) for name, cfg in upstreams.items()}
         self._plans: dict[int, _Plan] = {}  # by id(route): routes live as long as this forwarder's config
 
@@ -84,12 +96,12 @@ class Forwarder:
     def make_session(upstreams: Mapping[str, UpstreamConfig]) -> aiohttp.ClientSession:
         limit = sum(u.max_connections for u in upstreams.values()) or 100
         connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=15, enable_cleanup_closed=True)
-        return aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-        )
+        return aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+                                     skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+
+    def close(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.close()
 
     def body_limit(self, route: RouteConfig) -> int | None:
         return self.plan(route).body_limit
@@ -97,18 +109,17 @@ class Forwarder:
     async def forward(self, request: web.Request, route: RouteConfig, path_qs: str, headers: CIMultiDict[str],
                       req_id: str) -> web.StreamResponse:
         upstream = self.upstreams[route.upstream]
-        exchange = _Exchange(self.session, upstream, request, self.plan(route), headers)
+        exchange = _Exchange(upstream, request, self.plan(route), headers, path_qs)
         total = exchange.timeouts.total
         response: web.StreamResponse | None = None
         try:
             async with asyncio.timeout(total) if total else contextlib.nullcontext():  # type: ignore[attr-defined]
-                upstream_response, target = await exchange.send(path_qs)
                 try:
-                    response = _response_for(upstream_response, req_id)
-                    return await _relay(request, upstream_response, response)
+                    head = await exchange.send()
+                    response = _response_for(head, req_id)
+                    return await _relay(request, exchange, response)
                 finally:
-                    upstream_response.release()
-                    target.active -= 1
+                    exchange.finish()
         except TimeoutError:
             if response is None or not response.prepared:
                 raise GatewayTimeout(f"Upstream {upstream.name} timed out.", extra=upstream.errors()) from None
@@ -117,106 +128,205 @@ class Forwarder:
 
 
 class _Exchange:
-    """One request's attempts at one upstream."""
+    """One request's attempts at one upstream, and the connection that answered."""
 
-    def __init__(self, session: aiohttp.ClientSession, upstream: Upstream, request: web.Request, plan: _Plan,
-                 headers: CIMultiDict[str]) -> None:
-        self.session = session
+    def __init__(self, upstream: Upstream, request: web.Request, plan: _Plan, headers: CIMultiDict[str],
+                 path_qs: str) -> None:
         self.upstream = upstream
         self.request = request
-        self.headers = headers
         self.timeouts = plan.timeouts
-        self.limit = plan.body_limit
         self.may_retry = plan.retry_non_idempotent or request.method in upstream.config.retry_methods
-        self.client_timeout = plan.client_timeout
+        self.body = _Body(request, plan.body_limit)
+        headers.popall("Content-Length", None)  # framing is ours: see _Body.framing
+        self._headers = headers
+        self._path_qs = path_qs
+        self.conn: Connection | None = None
+        self._pool: Pool | None = None
+        self._target: Target | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._deadline: _ReadDeadline | None = None
 
-    async def send(self, path_qs: str) -> tuple[aiohttp.ClientResponse, Target]:
+    async def send(self) -> ResponseHead:
         balancer = self.upstream.balancer
         tried: list[Target] = []
         same_target_ok = False
+        await self.body.small()  # before taking a connection: a slow client holds none
         while True:
             target = balancer.pick(tried) or (balancer.pick() if same_target_ok else None)
             if target is None:
                 raise NoHealthyUpstream(extra=self.upstream.errors())
             tried.append(target)
-            body = _Body(self.request.content, self.limit) if self.request.body_exists else None
             target.active += 1
             try:
-                response = await self._attempt(target, path_qs, body)
+                head = await self._attempt(target)
             except BaseException as exc:
                 target.active -= 1
-                retry = self._retry(exc, target, body, attempts=len(tried))
+                self.finish()
+                retry = self._retry(exc, target, attempts=len(tried))
                 if retry is None or (retry == "other" and not balancer.candidates(tried)):
-                    raise self._error(exc, body) from None
+                    raise self._error(exc) from None
                 same_target_ok = retry == "same"
                 continue
             target.succeeded()
-            return response, target
+            self._target = target
+            return head
 
-    async def _attempt(self, target: Target, path_qs: str, body: _Body | None) -> aiohttp.ClientResponse:
+    async def _attempt(self, target: Target) -> ResponseHead:
+        pool = self._pool = self.upstream.pools[target]
+        conn = self.conn = await pool.acquire(self.timeouts.connect)
+        conn.begin(head_only=self.request.method == "HEAD")
+        head = _request_head(self.request.method, self._path_qs, pool, self._headers, self.body.framing)
+        small = await self.body.small()
+        conn.write(head + small if small is not None else head)
+        if small is None and self.body.exists:
+            self._sender = asyncio.ensure_future(self.body.stream_to(conn))
         first_byte = self.timeouts.first_byte
-        deadline = asyncio.timeout(first_byte) if first_byte else contextlib.nullcontext()
-        async with deadline:  # type: ignore[attr-defined]
-            return await self.session.request(
-                self.request.method, URL(target.url + path_qs, encoded=True), headers=self.headers,
-                data=body.chunks() if body else None, allow_redirects=False, timeout=self.client_timeout,
-            )
+        timer = asyncio.get_running_loop().call_later(first_byte, conn.time_out, "first byte") if first_byte else None
+        self._deadline = _ReadDeadline(conn, self.timeouts.read)
+        try:
+            if self._sender is not None:
+                either: list[asyncio.Future[Any]] = [self._sender, conn.head]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if self._sender.done() and (error := self._sender.exception()) is not None:
+                    raise error
+            return await conn.head
+        finally:
+            if timer is not None:
+                timer.cancel()
 
-    def _retry(self, exc: BaseException, target: Target, body: _Body | None, attempts: int) -> str | None:
+    def finish(self) -> None:
+        """Give the connection back to its pool (or close it); the exchange is over."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        sender, self._sender = self._sender, None
+        if sender is not None and not sender.done():
+            sender.cancel()
+            if self.conn is not None:
+                self.conn.abort()  # the upstream answered before taking the whole body
+        conn, self.conn = self.conn, None
+        if conn is not None and self._pool is not None:
+            self._pool.release(conn)
+        if self._target is not None:
+            self._target.active -= 1
+            self._target = None
+
+    def _retry(self, exc: BaseException, target: Target, attempts: int) -> str | None:
         """None: give up; "other": try another target; "same": any target will do."""
-        if attempts >= 2 or (body is not None and (body.started or body.too_large)):
+        if attempts >= 2 or not self.body.replayable():
             self._count_failure(exc, target)
             return None
-        if isinstance(exc, _REFUSED):
+        if isinstance(exc, ConnectFailed):
             self._count_failure(exc, target)
             return "other" if self.may_retry else None
-        if isinstance(exc, _STALE) and not isinstance(exc, _TIMEOUT):
+        if isinstance(exc, Disconnected) and exc.stale:
             return "same"  # a kept-alive connection closed under us: the target itself is fine
         self._count_failure(exc, target)
         return None
 
     def _count_failure(self, exc: BaseException, target: Target) -> None:
-        if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)) and target.failed():
+        if isinstance(exc, (UpstreamError, asyncio.TimeoutError)) and target.failed():
             log.warning("upstream %s: target ejected after repeated failures (%s)", self.upstream.name,
                         type(exc).__name__)
 
-    def _error(self, exc: BaseException, body: _Body | None) -> BaseException:
+    def _error(self, exc: BaseException) -> BaseException:
         extra = self.upstream.errors()
-        if body is not None and body.too_large:
+        if self.body.too_large:
             return PayloadTooLarge()
-        if isinstance(exc, _TIMEOUT):
+        if isinstance(exc, (ConnectTimeout, ReadTimeout, asyncio.TimeoutError)):
             return GatewayTimeout(f"Upstream {self.upstream.name} timed out.", extra=extra)
-        if isinstance(exc, aiohttp.ClientError):
+        if isinstance(exc, (UpstreamError, OSError)):
             log.warning("upstream %s failed: %s", self.upstream.name, type(exc).__name__)
             return BadGateway(f"Upstream {self.upstream.name} is unavailable.", extra=extra)
         return exc
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _ReadDeadline:
+    """The read timeout: one timer per exchange, moved on lazily from the last read, not reset per read.
+    Time spent waiting for a slow client (reading paused) does not count."""
+
+    def __init__(self, conn: Connection, seconds: float) -> None:
+        self._conn = conn
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_at(conn.last_read + seconds, self._check)
+
+    def _check(self) -> None:
+        conn = self._conn
+        if conn.complete or conn.closed:
+            return
+        now = self._loop.time()
+        if conn.paused:
+            conn.last_read = now
+        if now - conn.last_read >= self._seconds:
+            conn.time_out("read")
+            return
+        self._handle = self._loop.call_at(conn.last_read + self._seconds, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 class _Body:
-    def __init__(self, content: aiohttp.StreamReader, limit: int | None) -> None:
-        self._content = content
-        self._limit = limit
-        self.started = False
-        self.too_large = False
+    """The client's request body: read whole when small (so it can be sent again), else streamed."""
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def __init__(self, request: web.Request, limit: int | None) -> None:
+        self._content = request.content
+        self._limit = limit
+        self.length = request.content_length
+        self.exists = request.body_exists
+        self.started = False  # a byte of a streamed body has been read from the client
+        self.too_large = False
+        self._data: bytes | None = None
+        if self.length is not None:
+            self.framing = f"Content-Length: {self.length}\r\n"
+        else:
+            self.framing = "Transfer-Encoding: chunked\r\n" if self.exists else ""
+
+    def replayable(self) -> bool:
+        return not self.started and not self.too_large
+
+    async def small(self) -> bytes | None:
+        """The whole body when its length is known and small (b"" for none), else None: stream it."""
+        if self._data is not None:
+            return self._data
+        if not self.exists:
+            self._data = b""
+        elif self.length is not None and self.length <= SMALL_BODY:
+            try:
+                self._data = await self._content.readexactly(self.length)
+            except asyncio.IncompleteReadError:
+                raise BadRequest("Request body ended early.") from None
+        return self._data
+
+    async def stream_to(self, conn: Connection) -> None:
+        chunked = self.length is None
         seen = 0
         async for chunk in self._content.iter_any():
             seen += len(chunk)
             if self._limit is not None and seen > self._limit:
                 self.too_large = True
-                raise _BodyTooLarge()
+                raise Disconnected("request body over the limit")
             self.started = True
-            yield chunk
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await conn.drain()
+        if chunked:
+            conn.write(b"0\r\n\r\n")
 
 
-def _response_for(upstream: aiohttp.ClientResponse, req_id: str) -> web.StreamResponse:
-    return web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                              headers=client_response_headers(upstream.headers, req_id))
+def _request_head(method: str, path_qs: str, pool: Pool, headers: CIMultiDict[str], framing: str) -> bytes:
+    lines = [f"{method} {path_qs} HTTP/1.1\r\nHost: {pool.host_header}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+    lines.append(framing)
+    lines.append("\r\n")
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: this gives back the bytes the client sent.
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def _response_for(head: ResponseHead, req_id: str) -> web.StreamResponse:
+    headers = CIMultiDictProxy(CIMultiDict(head.headers))
+    return web.StreamResponse(status=head.status, reason=head.reason or None,
+                              headers=client_response_headers(headers, req_id))
 
 
 def _cut(request: web.Request, why: str) -> None:
@@ -226,11 +336,11 @@ def _cut(request: web.Request, why: str) -> None:
         request.transport.close()
 
 
-async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
-                 response: web.StreamResponse) -> web.StreamResponse:
-    content = upstream.content
-    first = content.read_nowait()  # what has already arrived; never waits
-    complete = content.at_eof()
+async def _relay(request: web.Request, exchange: _Exchange, response: web.StreamResponse) -> web.StreamResponse:
+    conn = exchange.conn
+    assert conn is not None
+    first = conn.read_nowait()  # what has already arrived; never waits
+    complete = conn.complete
     # When body bytes are already here, the headers leave in the same write as
     # they do (aiohttp's web.Response does the same); otherwise at once, so a
     # slow or streaming upstream's client sees the status without delay.
@@ -242,9 +352,9 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
     try:
         if first:
             await response.write(first)
-        async for chunk in content.iter_any():
+        while chunk := await conn.read():
             await response.write(chunk)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (UpstreamError, BadResponse) as exc:
         _cut(request, f"the upstream broke off ({type(exc).__name__})")
         return response
     await response.write_eof()

@@ -1,0 +1,362 @@
+"""The upstream transport: pooled keep-alive connections, responses parsed by httptools (llhttp).
+
+aiohttp's ClientSession spends most of a proxied request's CPU on work a
+proxy does not need (cookie jars, redirects, auto headers, a timer per read).
+Here a request leaves in one `transport.write` (head and a small body
+together), the response is parsed by llhttp, and its body is handed on with
+flow control: reading from the upstream pauses while the client is slow to
+take what was read.
+
+Errors, by what was sent (forward.py decides on retries from them):
+
+    UpstreamError
+     ├── ConnectFailed       nothing was sent: refused, unreachable
+     │    └── ConnectTimeout  nor did it connect in time
+     ├── Disconnected        the upstream closed or broke the connection;
+     │                       `stale` when a pooled connection was closed
+     │                       before any byte of an answer came back
+     ├── ReadTimeout         no byte for `read` seconds, or no answer within `first_byte`
+     └── BadResponse         llhttp could not parse the answer
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any
+
+import httptools
+
+HIGH_WATER = 256 * 1024  # buffered response bytes at which reading from the upstream pauses
+LOW_WATER = 64 * 1024
+KEEPALIVE = 15.0  # seconds an idle pooled connection is kept
+
+
+class UpstreamError(Exception):
+    pass
+
+
+class ConnectFailed(UpstreamError):
+    pass
+
+
+class ConnectTimeout(ConnectFailed):
+    pass
+
+
+class Disconnected(UpstreamError):
+    def __init__(self, message: str = "the upstream closed the connection", *, stale: bool = False) -> None:
+        super().__init__(message)
+        self.stale = stale
+
+
+class ReadTimeout(UpstreamError):
+    pass
+
+
+class BadResponse(UpstreamError):
+    pass
+
+
+class ResponseHead:
+    __slots__ = ("status", "reason", "headers", "keep_alive")
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], keep_alive: bool) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.keep_alive = keep_alive
+
+
+class Connection(asyncio.Protocol):
+    """One connection to a target; one exchange at a time (requests are never pipelined)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.used = 0  # exchanges started on this connection
+        self.idle_since = 0.0
+        self._parser: Any = None
+        self._head_only = False  # a HEAD request: the answer has no body whatever its headers say
+        self._reason = ""
+        self._headers: list[tuple[str, str]] = []
+        self._head: asyncio.Future[ResponseHead] | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self.paused = False  # reading from the upstream waits for the client to take what was read
+        self._until_close = False  # the answer's body ends when the connection does
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._error: UpstreamError | None = None
+        self.complete = False  # the current answer has been read to its end
+        self.received = False  # a byte of the current answer has come back
+        self.closed = False
+        self.last_read = 0.0
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        self.last_read = self._loop.time()
+        if self._parser is None:
+            self._fail(BadResponse("bytes from the upstream while no request was under way"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(BadResponse(f"unparseable answer: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._until_close and not self.complete and exc is None:
+            self._finish()  # a body with neither a length nor chunks ends with the connection (RFC 9112 §6.3)
+        if not self.complete:
+            stale = not self.received and self.used > 1
+            self._fail(Disconnected(stale=stale))
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_exception(Disconnected())
+
+    def pause_writing(self) -> None:
+        if self._drain is None:
+            self._drain = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- llhttp callbacks ------------------------------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        self._reason = status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): wait for the real one
+            self._headers = []
+            return
+        head = ResponseHead(status, self._reason, self._headers, self._parser.should_keep_alive())
+        if not head.keep_alive:
+            names = {name.lower() for name, _ in self._headers}
+            self._until_close = "content-length" not in names and "transfer-encoding" not in names
+        if self._head is not None and not self._head.done():
+            self._head.set_result(head)
+        if self._head_only:
+            self._finish()
+            self._parser = None  # the next exchange starts a fresh parser: llhttp would wait for a body
+
+    def on_body(self, body: bytes) -> None:
+        if not body:
+            return
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._head is not None and self._head.done():
+            self._finish()
+
+    # -- an exchange -----------------------------------------------------------------------------
+    def begin(self, head_only: bool) -> None:
+        self.used += 1
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_only = head_only
+        self._headers = []
+        self._head = self._loop.create_future()
+        self._until_close = False
+        self.complete = self.received = False
+        self.last_read = self._loop.time()
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise Disconnected(stale=not self.received and self.used > 1)
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self._drain is not None:
+            await self._drain
+        if self.closed:
+            raise Disconnected()
+
+    @property
+    def head(self) -> asyncio.Future[ResponseHead]:
+        assert self._head is not None
+        return self._head
+
+    async def read(self) -> bytes:
+        """The next piece of the body; b"" at its end."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self.complete:
+                return b""
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self.paused and self._buffered < LOW_WATER and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    def read_nowait(self) -> bytes:
+        """Whatever of the body has already arrived, at once."""
+        if not self._chunks:
+            return b""
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+    def time_out(self, why: str) -> None:
+        self._fail(ReadTimeout(why))
+        self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def reusable(self) -> bool:
+        return self.complete and not self.closed and self._error is None and self._keep_alive()
+
+    def _keep_alive(self) -> bool:
+        head = self._head
+        return head is not None and head.done() and not head.cancelled() and head.exception() is None \
+            and head.result().keep_alive
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self._error is None:
+            self._error = error
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(error)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Pool:
+    """Idle keep-alive connections to one target, newest first. Opening one takes a place in the upstream's
+    `Limit`; when there is none, the request waits for a connection handed back or a place given up."""
+
+    def __init__(self, host: str, port: int, limit: Limit) -> None:
+        self.host = host
+        self.port = port
+        self.host_header = host if port == 80 else f"{host}:{port}"
+        self._limit = limit
+        self._idle: list[Connection] = []
+
+    async def acquire(self, connect_timeout: float | None) -> Connection:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed and now - conn.idle_since < KEEPALIVE:
+                return conn
+            self._close(conn)
+        limit = self._limit
+        if limit.free > 0 and not limit.waiters:
+            limit.free -= 1
+        else:
+            handed = await self._wait()
+            if handed is not None:
+                return handed
+        try:
+            return await self._connect(connect_timeout)
+        except BaseException:
+            limit.give()
+            raise
+
+    async def _wait(self) -> Connection | None:
+        """A connection of this pool handed back, or None: a place to open a new one."""
+        waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+        entry = (self, waiter)
+        self._limit.waiters.append(entry)
+        try:
+            return await waiter
+        except BaseException:
+            if not waiter.done() or waiter.cancelled():
+                self._limit.waiters.remove(entry)
+            elif (handed := waiter.result()) is not None:
+                self.release(handed)
+            else:
+                self._limit.give()
+            raise
+
+    def release(self, conn: Connection) -> None:
+        if not conn.reusable():
+            self._close(conn)
+            return
+        waiters = self._limit.waiters
+        for entry in waiters:
+            pool, waiter = entry
+            if pool is self and not waiter.done():
+                waiters.remove(entry)
+                waiter.set_result(conn)
+                return
+        if waiters:
+            self._close(conn)  # its place goes to a request waiting for another target
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+
+    def close(self) -> None:
+        for conn in self._idle:
+            self._close(conn)
+        self._idle.clear()
+
+    def _close(self, conn: Connection) -> None:
+        conn.abort()
+        self._limit.give()
+
+    async def _connect(self, timeout: float | None) -> Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(lambda: Connection(loop), self.host, self.port)
+        except TimeoutError:
+            raise ConnectTimeout("connect timed out") from None
+        except OSError as exc:
+            raise ConnectFailed(exc.strerror or type(exc).__name__) from None
+        return conn
+
+
+class Limit:
+    """At most `free` more open connections to one upstream's targets."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: collections.deque[tuple[Pool, asyncio.Future[Connection | None]]] = collections.deque()
+
+    def give(self) -> None:
+        """A connection closed: its place goes to the first request waiting, else back to the count."""
+        while self.waiters:
+            _, waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1

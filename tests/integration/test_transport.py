@@ -1,0 +1,217 @@
+"""The upstream transport against an upstream that answers exact bytes and records what it receives."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+import pytest
+
+from gateway.config import parse_config
+from tests.factories import config_dict, raw_request
+
+pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
+
+Answer = Callable[[bytes], bytes | None]  # a request's bytes -> what to send back (None: close at once)
+
+
+class RawUpstream:
+    """Reads one request at a time (head, and a body by Content-Length or chunks) and sends `answer(request)`."""
+
+    def __init__(self, answer: Answer, close_after: bool = False) -> None:
+        self.answer = answer
+        self.close_after = close_after
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.open = 0
+        self.most_open = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    return
+                self.requests.append(request)
+                reply = self.answer(request)
+                if reply is None:
+                    return
+                if reply.startswith(b"SLEEP "):
+                    await asyncio.sleep(float(reply.split()[1]))
+                    reply = reply.split(b"\n", 1)[1]
+                writer.write(reply)
+                await writer.drain()
+                if self.close_after:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    lowered = head.lower()
+    if b"content-length:" in lowered:
+        length = int(lowered.split(b"content-length:")[1].split(b"\r\n")[0])
+        return head + await reader.readexactly(length)
+    if b"transfer-encoding: chunked" in lowered:
+        body = b""
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.strip(), 16)
+            body += size_line + await reader.readexactly(size + 2)
+            if size == 0:
+                return head + body
+    return head
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.fixture
+async def raw_gateway(make_gateway: Any) -> Any:
+    made: list[RawUpstream] = []
+
+    async def make(answer: Answer, *, close_after: bool = False, **news: Any) -> Any:
+        upstream = RawUpstream(answer, close_after)
+        made.append(upstream)
+        raw = config_dict(await upstream.start())
+        raw["upstreams"]["news"].update(news)
+        raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
+        return upstream, await make_gateway(parse_config(raw, env={}))
+
+    yield make
+    for upstream in made:
+        await upstream.stop()
+
+
+async def test_connections_are_kept_alive_and_reused(raw_gateway: Any) -> None:
+    upstream, client = await raw_gateway(lambda request: OK)
+    for _ in range(5):
+        resp = await client.get("/a")
+        assert resp.status == 200 and await resp.read() == b"ok"
+    assert upstream.connections == 1 and len(upstream.requests) == 5
+
+
+async def test_the_upstream_gets_the_clients_headers_and_the_gateways_nothing_else(raw_gateway: Any) -> None:
+    upstream, client = await raw_gateway(lambda request: OK)
+    port = client.server.port
+    status, _, _ = await raw_request("127.0.0.1", port, b"POST /a?q=1 HTTP/1.1\r\nHost: gw\r\nX-Custom: v\r\n"
+                                     b"Content-Length: 05\r\nConnection: close\r\n\r\nhello")
+    assert status == 200
+    head, _, body = upstream.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /a?q=1 HTTP/1.1" and body == b"hello"
+    names = [line.split(b":")[0].lower() for line in lines[1:]]
+    assert sorted(names) == sorted([b"host", b"x-custom", b"x-forwarded-for", b"x-forwarded-proto",
+                                    b"x-forwarded-host", b"x-request-id", b"content-length"])
+    assert b"Content-Length: 5" in lines  # canonical, never the client's "05"
+
+
+async def test_a_chunked_request_body_goes_chunked(raw_gateway: Any) -> None:
+    upstream, client = await raw_gateway(lambda request: OK)
+
+    async def body() -> Any:
+        yield b"abc"
+        yield b"defg"
+
+    resp = await client.post("/a", data=body())
+    assert resp.status == 200
+    head, _, chunks = upstream.requests[0].partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower() and b"content-length" not in head.lower()
+    assert chunks.endswith(b"0\r\n\r\n") and b"abc" in chunks and b"defg" in chunks
+
+
+async def test_head_answers_have_no_body_and_the_connection_serves_on(raw_gateway: Any) -> None:
+    def answer(request: bytes) -> bytes:
+        if request.startswith(b"HEAD"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+        return OK
+
+    upstream, client = await raw_gateway(answer)
+    resp = await client.head("/a")
+    assert resp.status == 200 and resp.headers["Content-Length"] == "1000"
+    resp = await client.get("/a")
+    assert resp.status == 200 and await resp.read() == b"ok"
+    assert upstream.connections == 1
+
+
+async def test_interim_answers_are_skipped(raw_gateway: Any) -> None:
+    _, client = await raw_gateway(lambda request: b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" + OK)
+    resp = await client.get("/a")
+    assert resp.status == 200 and await resp.read() == b"ok"
+
+
+async def test_a_body_that_ends_with_the_connection(raw_gateway: Any) -> None:
+    _, client = await raw_gateway(lambda request: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close",
+                                  close_after=True)
+    for _ in range(2):
+        resp = await client.get("/a")
+        assert resp.status == 200 and await resp.read() == b"until close"
+
+
+@pytest.mark.parametrize("answer", [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"])
+async def test_an_unparseable_answer_is_502(raw_gateway: Any, answer: bytes) -> None:
+    _, client = await raw_gateway(lambda request: answer, close_after=True)
+    resp = await client.get("/a")
+    assert resp.status == 502 and await resp.json() == {"message": "Upstream news is unavailable.",
+                                                        "upstream": "news"}
+
+
+async def test_an_answer_cut_short_closes_the_clients_connection(raw_gateway: Any) -> None:
+    _, client = await raw_gateway(lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+                                  close_after=True)
+    port = client.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: gw\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), timeout=10)  # returns at EOF: the gateway closed
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"partial")
+
+
+async def test_the_connection_limit_makes_requests_wait_their_turn(raw_gateway: Any) -> None:
+    upstream, client = await raw_gateway(lambda request: b"SLEEP 0.2\n" + OK, max_connections=1)
+    responses = await asyncio.gather(*(client.get(f"/{i}") for i in range(4)))
+    assert [r.status for r in responses] == [200] * 4
+    assert upstream.most_open == 1 and len(upstream.requests) == 4
+
+
+async def test_an_upstream_that_answers_before_taking_the_body(make_gateway: Any) -> None:
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Too Big\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    raw = config_dict(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
+    client = await make_gateway(parse_config(raw, env={}))
+
+    async def body() -> Any:
+        for _ in range(40):
+            yield b"x" * 65536
+            await asyncio.sleep(0.01)
+
+    try:
+        resp = await client.post("/a", data=body())
+        assert resp.status == 413 and await resp.read() == b"too big!"
+    finally:
+        server.close()
