@@ -15,7 +15,7 @@ from . import keys
 from .client_ip import request_ip
 from .config import RouteConfig
 from .errors import NotFound, PayloadTooLarge
-from .proxy.headers import upstream_request_headers
+from .proxy.headers import as_text, upstream_request_fields
 from .proxy.websocket import is_upgrade, relay_websocket
 from .routing import auth_mode, normalize_path
 
@@ -59,18 +59,17 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # only now may the client send its body
     req_id = app[keys.REQUEST_IDS](headers)
-    upstream_headers = upstream_request_headers(
-        headers,
+    fields = upstream_request_fields(
+        request.raw_headers,
         user_id=admission.user_id,
         forward_authorization=route.forward_authorization,
         peer=request.remote or "",
         scheme=request.scheme,
-        host=headers.get("Host"),
         req_id=req_id,
     )
     if is_upgrade(request):
-        return await relay_websocket(request, forwarder, route.upstream, admission.path_qs, upstream_headers)
-    return await forwarder.forward(request, route, admission.path_qs, upstream_headers, req_id)
+        return await relay_websocket(request, forwarder, route.upstream, admission.path_qs, as_text(fields))
+    return await forwarder.forward(request, route, admission.path_qs, fields, req_id)
 
 
 async def defer_continue(request: web.Request) -> None:

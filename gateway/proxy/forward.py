@@ -23,14 +23,13 @@ from typing import Any, Mapping
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..config import RouteConfig, UpstreamConfig
 from ..config.model import Timeouts
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
 from .balancer import BALANCERS, Target, make_targets
-from .headers import client_response_headers
+from .headers import RawFields, client_response_headers
 from .transport import (
     BadResponse, ConnectFailed, ConnectTimeout, Connection, Disconnected, Limit, Pool, ReadTimeout, ResponseHead,
     UpstreamError,
@@ -106,10 +105,10 @@ class Forwarder:
     def body_limit(self, route: RouteConfig) -> int | None:
         return self.plan(route).body_limit
 
-    async def forward(self, request: web.Request, route: RouteConfig, path_qs: str, headers: CIMultiDict[str],
+    async def forward(self, request: web.Request, route: RouteConfig, path_qs: str, fields: RawFields,
                       req_id: str) -> web.StreamResponse:
         upstream = self.upstreams[route.upstream]
-        exchange = _Exchange(upstream, request, self.plan(route), headers, path_qs)
+        exchange = _Exchange(upstream, request, self.plan(route), fields, path_qs)
         total = exchange.timeouts.total
         response: web.StreamResponse | None = None
         try:
@@ -130,15 +129,14 @@ class Forwarder:
 class _Exchange:
     """One request's attempts at one upstream, and the connection that answered."""
 
-    def __init__(self, upstream: Upstream, request: web.Request, plan: _Plan, headers: CIMultiDict[str],
+    def __init__(self, upstream: Upstream, request: web.Request, plan: _Plan, fields: RawFields,
                  path_qs: str) -> None:
         self.upstream = upstream
         self.request = request
         self.timeouts = plan.timeouts
         self.may_retry = plan.retry_non_idempotent or request.method in upstream.config.retry_methods
         self.body = _Body(request, plan.body_limit)
-        headers.popall("Content-Length", None)  # framing is ours: see _Body.framing
-        self._headers = headers
+        self._fields = fields  # without the client's framing: see _Body.framing
         self._path_qs = path_qs
         self.conn: Connection | None = None
         self._pool: Pool | None = None
@@ -175,7 +173,7 @@ class _Exchange:
         pool = self._pool = self.upstream.pools[target]
         conn = self.conn = await pool.acquire(self.timeouts.connect)
         conn.begin(head_only=self.request.method == "HEAD")
-        head = _request_head(self.request.method, self._path_qs, pool, self._headers, self.body.framing)
+        head = _request_head(self.request.method, self._path_qs, pool, self._fields, self.body.framing)
         small = await self.body.small()
         conn.write(head + small if small is not None else head)
         if small is None and self.body.exists:
@@ -279,9 +277,9 @@ class _Body:
         self.too_large = False
         self._data: bytes | None = None
         if self.length is not None:
-            self.framing = f"Content-Length: {self.length}\r\n"
+            self.framing = b"Content-Length: %d\r\n" % self.length
         else:
-            self.framing = "Transfer-Encoding: chunked\r\n" if self.exists else ""
+            self.framing = b"Transfer-Encoding: chunked\r\n" if self.exists else b""
 
     def replayable(self) -> bool:
         return not self.started and not self.too_large
@@ -314,19 +312,19 @@ class _Body:
             conn.write(b"0\r\n\r\n")
 
 
-def _request_head(method: str, path_qs: str, pool: Pool, headers: CIMultiDict[str], framing: str) -> bytes:
-    lines = [f"{method} {path_qs} HTTP/1.1\r\nHost: {pool.host_header}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+def _request_head(method: str, path_qs: str, pool: Pool, fields: RawFields, framing: bytes) -> bytes:
+    # path_qs is the normalized path (ASCII) and the query as aiohttp decoded it: UTF-8 with surrogateescape.
+    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), path_qs.encode("utf-8", "surrogateescape"),
+                                                     pool.host_header)]
+    lines.extend(b"%s: %s\r\n" % field for field in fields)
     lines.append(framing)
-    lines.append("\r\n")
-    # aiohttp decodes header bytes as UTF-8 with surrogateescape: this gives back the bytes the client sent.
-    return "".join(lines).encode("utf-8", "surrogateescape")
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 def _response_for(head: ResponseHead, req_id: str) -> web.StreamResponse:
-    headers = CIMultiDictProxy(CIMultiDict(head.headers))
     return web.StreamResponse(status=head.status, reason=head.reason or None,
-                              headers=client_response_headers(headers, req_id))
+                              headers=client_response_headers(head.headers, req_id))
 
 
 def _cut(request: web.Request, why: str) -> None:

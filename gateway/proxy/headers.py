@@ -9,14 +9,17 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from typing import Iterable
+
 from multidict import CIMultiDict, CIMultiDictProxy
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "transfer-encoding", "upgrade",
 })
-# Set by the gateway below, so a client's copies never pass.
-_OWN = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"})
+# Set by the gateway (below, or the framing by the forward stage), so a client's copies never pass.
+_OWN = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+                  "content-length"})
 IDENTITY = frozenset({"x-user-id"})
 _REQUEST_DROP = HOP_BY_HOP | _OWN | IDENTITY
 _REQUEST_DROP_WITH_AUTH = _REQUEST_DROP | {"authorization"}
@@ -25,24 +28,13 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 SERVER = "toutiao-gateway"
 
 
-def _connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
-    values = headers.getall("Connection", ())
-    if not values:
-        return frozenset()
-    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+_REQUEST_DROP_RAW = frozenset(name.encode() for name in _REQUEST_DROP)
+_REQUEST_DROP_WITH_AUTH_RAW = frozenset(name.encode() for name in _REQUEST_DROP_WITH_AUTH)
+RawFields = list[tuple[bytes, bytes]]
 
 
-def _filtered(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    named = _connection_named(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered in drop or lowered in named:
-            continue
-        if "_" in lowered and lowered.replace("_", "-") in drop:
-            continue  # X_User_Id and friends: servers that fold _ into - must not see them
-        out.add(name, value)
-    return out
+def _tokens(value: bytes) -> set[bytes]:
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
 
 
 class RequestIds:
@@ -60,30 +52,68 @@ class RequestIds:
         return f"{self._prefix}{next(self._counter):016x}"
 
 
-def upstream_request_headers(
-    headers: CIMultiDictProxy[str],
+def upstream_request_fields(
+    raw: Iterable[tuple[bytes, bytes]],
     *,
     user_id: int | None,
     forward_authorization: bool,
     peer: str,
     scheme: str,
-    host: str | None,
     req_id: str,
-) -> CIMultiDict[str]:
-    out = _filtered(headers, _REQUEST_DROP if forward_authorization else _REQUEST_DROP_WITH_AUTH)
-    forwarded_for = headers.getall("X-Forwarded-For", ())
-    out["X-Forwarded-For"] = ", ".join([*forwarded_for, peer])
-    out["X-Forwarded-Proto"] = scheme
+) -> RawFields:
+    """The header fields an upstream receives, as bytes, in one pass over the client's fields as sent."""
+    drop = _REQUEST_DROP_WITH_AUTH_RAW if not forward_authorization else _REQUEST_DROP_RAW
+    out: RawFields = []
+    named: set[bytes] = set()
+    forwarded_for: list[bytes] = []
+    host = None
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in drop:
+            if lowered == b"connection":
+                named |= _tokens(value)
+            elif lowered == b"x-forwarded-for":
+                forwarded_for.append(value)
+            elif lowered == b"host" and host is None:
+                host = value
+            continue
+        if b"_" in lowered and lowered.replace(b"_", b"-") in drop:
+            continue  # X_User_Id and friends: servers that fold _ into - must not see them
+        out.append((name, value))
+    if named:
+        out = [(name, value) for name, value in out if name.lower() not in named]
+    forwarded_for.append(peer.encode())
+    out.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
+    out.append((b"X-Forwarded-Proto", scheme.encode()))
     if host:
-        out["X-Forwarded-Host"] = host
-    out["X-Request-Id"] = req_id
+        out.append((b"X-Forwarded-Host", host))
+    out.append((b"X-Request-Id", req_id.encode()))
     if user_id is not None:
-        out["X-User-Id"] = str(user_id)
+        out.append((b"X-User-Id", b"%d" % user_id))
     return out
 
 
-def client_response_headers(headers: CIMultiDictProxy[str], req_id: str) -> CIMultiDict[str]:
-    out = _filtered(headers, _RESPONSE_DROP)
+def as_text(fields: RawFields) -> CIMultiDict[str]:
+    """For aiohttp's client (the WebSocket handshake); aiohttp's parser decodes field bytes the same way."""
+    return CIMultiDict((n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                       for n, v in fields)
+
+
+def client_response_headers(fields: list[tuple[str, str]], req_id: str) -> CIMultiDict[str]:
+    named: set[str] = set()
+    for name, value in fields:
+        if name.lower() == "connection":
+            named |= {token.strip().lower() for token in value.split(",") if token.strip()}
+    out: CIMultiDict[str] = CIMultiDict()
+    has_request_id = False
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered in _RESPONSE_DROP or lowered in named:
+            continue
+        if lowered == "x-request-id":
+            has_request_id = True
+        out.add(name, value)
     out["Server"] = SERVER
-    out.setdefault("X-Request-Id", req_id)
+    if not has_request_id:
+        out["X-Request-Id"] = req_id
     return out

@@ -88,6 +88,7 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
+        self._active = False  # an exchange is under way
         self.complete = False  # the current answer has been read to its end
         self.received = False  # a byte of the current answer has come back
         self.closed = False
@@ -100,8 +101,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received = True
         self.last_read = self._loop.time()
-        if self._parser is None:
-            self._fail(BadResponse("bytes from the upstream while no request was under way"))
+        if not self._active:
+            self.abort()  # bytes from the upstream while no request is under way: the connection is unusable
             return
         try:
             self._parser.feed_data(data)
@@ -132,11 +133,17 @@ class Connection(asyncio.Protocol):
             drain.set_result(None)
 
     # -- llhttp callbacks ------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if not self._active:  # a second answer in the bytes after the first: the upstream is confused
+            self._fail(BadResponse("more than one answer to one request"))
+            self.abort()
+
     def on_status(self, status: bytes) -> None:
-        self._reason = status.decode("latin-1")
+        self._reason = status.decode("utf-8", "surrogateescape")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # decoded as aiohttp decodes what it parses, so that its writer gives back the same bytes
+        self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -170,11 +177,13 @@ class Connection(asyncio.Protocol):
     # -- an exchange -----------------------------------------------------------------------------
     def begin(self, head_only: bool) -> None:
         self.used += 1
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
         self._headers = []
         self._head = self._loop.create_future()
         self._until_close = False
+        self._active = True
         self.complete = self.received = False
         self.last_read = self._loop.time()
 
@@ -244,6 +253,7 @@ class Connection(asyncio.Protocol):
 
     def _finish(self) -> None:
         self.complete = True
+        self._active = False
         self._wake()
 
     def _fail(self, error: UpstreamError) -> None:
@@ -267,7 +277,7 @@ class Pool:
     def __init__(self, host: str, port: int, limit: Limit) -> None:
         self.host = host
         self.port = port
-        self.host_header = host if port == 80 else f"{host}:{port}"
+        self.host_header = (host if port == 80 else f"{host}:{port}").encode("idna")
         self._limit = limit
         self._idle: list[Connection] = []
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.proxy.headers import RequestIds, client_response_headers, upstream_request_headers
+from gateway.proxy.headers import RequestIds, as_text, client_response_headers, upstream_request_fields
 
 
 def proxy(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
@@ -10,8 +10,9 @@ def proxy(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
 
 
 def mutate(headers: CIMultiDictProxy[str], user_id: int | None = 7, forward_authorization: bool = False) -> CIMultiDict[str]:
-    return upstream_request_headers(headers, user_id=user_id, forward_authorization=forward_authorization,
-                                    peer="10.0.0.9", scheme="http", host=headers.get("Host"), req_id="rid")
+    raw = [(name.encode(), value.encode()) for name, value in headers.items()]
+    return as_text(upstream_request_fields(raw, user_id=user_id, forward_authorization=forward_authorization,
+                                           peer="10.0.0.9", scheme="http", req_id="rid"))
 
 
 def test_identity_headers_in_any_spelling_are_replaced() -> None:
@@ -60,9 +61,21 @@ def test_request_id_is_kept_when_sane_and_made_otherwise() -> None:
 
 
 def test_response_headers() -> None:
-    out = client_response_headers(proxy(("Server", "nginx/1.2"), ("Connection", "close, X-Hop"), ("X-Hop", "1"),
-                                        ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Location", "/x")), "rid")
+    out = client_response_headers([("Server", "nginx/1.2"), ("Connection", "close, X-Hop"), ("X-Hop", "1"),
+                                   ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Location", "/x")], "rid")
     assert out["Server"] == "toutiao-gateway"
     assert out.getall("Set-Cookie") == ["a=1", "b=2"]
     assert "X-Hop" not in out and "Connection" not in out
     assert out["Location"] == "/x" and out["X-Request-Id"] == "rid"
+    kept = client_response_headers([("x-request-id", "upstream-id")], "rid")
+    assert kept.getall("X-Request-Id") == ["upstream-id"]
+
+
+def test_the_clients_framing_never_reaches_the_upstream() -> None:
+    out = mutate(proxy(("Content-Length", "05"), ("Transfer-Encoding", "chunked"), ("Content_Length", "9")))
+    assert "Content-Length" not in out and "Transfer-Encoding" not in out and "Content_Length" not in out
+
+
+def test_connection_named_fields_go_even_when_named_after_them() -> None:
+    out = mutate(proxy(("X-Secret", "s"), ("Connection", "x-secret"), ("X-Other", "o")))
+    assert "X-Secret" not in out and out["X-Other"] == "o"
