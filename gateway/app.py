@@ -26,6 +26,7 @@ from .pipeline import defer_continue, proxy
 from .proxy.forward import Forwarder
 from .proxy.health import HealthChecker
 from .proxy.headers import RequestIds
+from .proxy.route import resolve_all
 from .ratelimit import RateLimits
 from .routing import RouteTable
 from .stores.codes import MemoryCodeStore, RedisCodeStore
@@ -41,7 +42,6 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[render_errors], handler_args={"max_field_size": 16384})
     app[keys.CONFIG] = config
     app[keys.TOKENS] = TokenService(config.jwt)
-    app[keys.ROUTES] = RouteTable(config.routes)
     app[keys.IDS] = IdWorker(config.ids.datacenter_id, config.ids.worker_id)
     app[keys.SMS] = make_sender(config.sms.sender)
     app[keys.REQUEST_IDS] = RequestIds()
@@ -126,6 +126,7 @@ async def _upstreams(app: web.Application) -> AsyncIterator[None]:
     session = Forwarder.make_session(upstreams)
     forwarder = Forwarder(session, upstreams)
     app[keys.FORWARDER] = forwarder
+    app[keys.ROUTES] = RouteTable(resolve_all(app[keys.CONFIG].routes, forwarder.upstreams))
     checks = [asyncio.create_task(HealthChecker(u.name, u.targets, u.config.health_check, session).run())
               for u in forwarder.upstreams.values() if u.config.health_check is not None]
     try:

@@ -12,6 +12,7 @@ from .config import Config
 from .ids import IdWorker
 from .proxy.forward import Forwarder
 from .proxy.headers import RequestIds
+from .proxy.route import Route
 from .ratelimit import RateLimits
 from .routing import RouteTable
 from .stores.codes import CodeStore
@@ -21,7 +22,7 @@ from .stores.users import UserStore
 
 CONFIG = web.AppKey("config", Config)
 TOKENS = web.AppKey("tokens", TokenService)
-ROUTES = web.AppKey("routes", RouteTable)
+ROUTES = web.AppKey("routes", RouteTable[Route])
 IDS = web.AppKey("ids", IdWorker)
 SMS = web.AppKey("sms", SmsSender)
 REQUEST_IDS = web.AppKey("request_ids", RequestIds)

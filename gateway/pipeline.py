@@ -13,16 +13,16 @@ from multidict import CIMultiDictProxy
 
 from . import keys
 from .client_ip import request_ip
-from .config import RouteConfig
 from .errors import NotFound, PayloadTooLarge
 from .proxy.headers import as_text, upstream_request_fields
 from .proxy.websocket import is_upgrade, relay_websocket
-from .routing import auth_mode, normalize_path
+from .proxy.route import Route
+from .routing import normalize_path
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    route: RouteConfig
+    route: Route
     path_qs: str  # normalized path, with the query as sent
     user_id: int | None
 
@@ -34,7 +34,7 @@ async def admit(request: web.Request, method: str, target: str, headers: CIMulti
     route = app[keys.ROUTES].match(path)
     if route is None:
         raise NotFound("No route matches this path.")
-    mode = auth_mode(route, method)
+    mode = route.mode(method)
     authenticator = app[keys.AUTHENTICATOR]
     claims = authenticator.authenticate(headers.get("Authorization"), mode)
     user_id = None
@@ -43,7 +43,7 @@ async def admit(request: web.Request, method: str, target: str, headers: CIMulti
         user_id = claims.user_id
     if route.limits:
         ip = request_ip(request, app[keys.CONFIG].server.trusted_proxies)
-        await app[keys.RATE_LIMITS].route(route, ip, user_id)
+        await app[keys.RATE_LIMITS].route(route.path, route.limits, ip, user_id)
     return Admission(route, f"{path}?{query}" if query else path, user_id)
 
 
@@ -53,7 +53,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     admission = await admit(request, request.method, request.raw_path, headers)
     route = admission.route
     forwarder = app[keys.FORWARDER]
-    limit = forwarder.body_limit(route)
+    limit = route.body_limit
     if limit is not None and (request.content_length or 0) > limit:
         raise PayloadTooLarge()
     if headers.get("Expect", "").lower() == "100-continue":
@@ -68,7 +68,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         req_id=req_id,
     )
     if is_upgrade(request):
-        return await relay_websocket(request, forwarder, route.upstream, admission.path_qs, as_text(fields))
+        return await relay_websocket(request, forwarder.session, route, admission.path_qs, as_text(fields))
     return await forwarder.forward(request, route, admission.path_qs, fields, req_id)
 
 

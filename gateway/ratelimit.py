@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .config import LimitsConfig, RateLimit, RouteConfig
+from .config import LimitsConfig, RateLimit
 from .errors import TooManyRequests
 from .stores.limits import Limiter
 
@@ -43,7 +43,8 @@ class RateLimits:
     async def refresh(self, ip: str, user_id: int) -> None:
         await self._spend("refresh", self._config.refresh, {"ip": ip, "user": str(user_id)})
 
-    async def route(self, route: RouteConfig, ip: str, user_id: int | None) -> None:
-        if route.limits:
+    async def route(self, path: str, limits: tuple[RateLimit, ...], ip: str, user_id: int | None) -> None:
+        """The limits of the route configured at `path`."""
+        if limits:
             user = str(user_id) if user_id is not None else f"ip:{ip}"
-            await self._spend(f"route:{route.path}", route.limits, {"ip": ip, "user": user})
+            await self._spend(f"route:{path}", limits, {"ip": ip, "user": user})

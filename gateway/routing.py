@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Generic, Iterable, Protocol, TypeVar
 
 from .errors import BadRequest
 
@@ -99,13 +99,21 @@ def _decode_unreserved(raw: str) -> str:
     return "".join(out)
 
 
-class RouteTable:
+class _HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+R = TypeVar("R", bound=_HasPath)
+
+
+class RouteTable(Generic[R]):
     """Longest whole-segment prefix wins: /v1_0/articles matches /v1_0/articles/1, not /v1_0/articlesX."""
 
-    def __init__(self, routes: Iterable[RouteConfig]) -> None:
+    def __init__(self, routes: Iterable[R]) -> None:
         self._by_path = {route.path: route for route in routes}
 
-    def match(self, path: str) -> RouteConfig | None:
+    def match(self, path: str) -> R | None:
         by_path = self._by_path
         candidate = path.rstrip("/") or "/"
         while True:

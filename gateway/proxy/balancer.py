@@ -59,8 +59,8 @@ class RoundRobin(Balancer):
 
     def pick(self, avoid: Collection[Target] = ()) -> Target | None:
         candidates = self.candidates(avoid)
-        if not candidates:
-            return None
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
         total = 0
         for target in candidates:
             target._current += target.weight

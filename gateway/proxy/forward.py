@@ -18,78 +18,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import aiohttp
 from aiohttp import web
-from yarl import URL
 
-from ..config import RouteConfig, UpstreamConfig
-from ..config.model import Timeouts
+from ..config import UpstreamConfig
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
-from .balancer import BALANCERS, Target, make_targets
+from .balancer import Target
 from .headers import RawFields, client_response_headers
+from .route import Route
 from .transport import (
-    BadResponse, ConnectFailed, ConnectTimeout, Connection, Disconnected, Limit, Pool, ReadTimeout, ResponseHead,
-    UpstreamError,
+    BadResponse, ConnectFailed, ConnectTimeout, Connection, Disconnected, Pool, ReadTimeout, ResponseHead, UpstreamError,
 )
+from .upstream import Upstream
 
 log = logging.getLogger("gateway.proxy")
 SMALL_BODY = 64 * 1024  # a body of known length up to this size is read first and sent with the head
-
-
-class Upstream:
-    def __init__(self, config: UpstreamConfig) -> None:
-        self.name = config.name
-        self.config = config
-        self.targets = make_targets(config.targets, config.passive)
-        self.balancer = BALANCERS[config.balance](self.targets)
-        limit = Limit(config.max_connections)
-        self.pools = {target: _pool(target.url, limit) for target in self.targets}
-
-    def errors(self) -> dict[str, str]:
-        return {"upstream": self.name}
-
-    def close(self) -> None:
-        for pool in self.pools.values():
-            pool.close()
-
-
-def _pool(url: str, limit: Limit) -> Pool:
-    parsed = URL(url)
-    assert parsed.host is not None and parsed.port is not None
-    return Pool(parsed.host, parsed.port, limit)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """A route's proxy settings, the upstream's filled in: worked out once per route, not per request."""
-
-    timeouts: Timeouts
-    body_limit: int | None
-    retry_non_idempotent: bool
-
-    @classmethod
-    def of(cls, route: RouteConfig, upstream: UpstreamConfig) -> _Plan:
-        return cls(
-            timeouts=route.timeouts or upstream.timeouts,
-            body_limit=route.max_body_size or upstream.max_body_size,
-            retry_non_idempotent=route.retry_non_idempotent,
-        )
 
 
 class Forwarder:
     def __init__(self, session: aiohttp.ClientSession, upstreams: Mapping[str, UpstreamConfig]) -> None:
         self.session = session  # for WebSocket handshakes and health checks
         self.upstreams = {name: Upstream(cfg) for name, cfg in upstreams.items()}
-        self._plans: dict[int, _Plan] = {}  # by id(route): routes live as long as this forwarder's config
-
-    def plan(self, route: RouteConfig) -> _Plan:
-        plan = self._plans.get(id(route))
-        if plan is None:
-            plan = self._plans[id(route)] = _Plan.of(route, self.upstreams[route.upstream].config)
-        return plan
 
     @staticmethod
     def make_session(upstreams: Mapping[str, UpstreamConfig]) -> aiohttp.ClientSession:
@@ -102,13 +53,10 @@ class Forwarder:
         for upstream in self.upstreams.values():
             upstream.close()
 
-    def body_limit(self, route: RouteConfig) -> int | None:
-        return self.plan(route).body_limit
-
-    async def forward(self, request: web.Request, route: RouteConfig, path_qs: str, fields: RawFields,
+    async def forward(self, request: web.Request, route: Route, path_qs: str, fields: RawFields,
                       req_id: str) -> web.StreamResponse:
-        upstream = self.upstreams[route.upstream]
-        exchange = _Exchange(upstream, request, self.plan(route), fields, path_qs)
+        upstream = route.upstream
+        exchange = _Exchange(route, request, fields, path_qs)
         total = exchange.timeouts.total
         response: web.StreamResponse | None = None
         try:
@@ -129,13 +77,12 @@ class Forwarder:
 class _Exchange:
     """One request's attempts at one upstream, and the connection that answered."""
 
-    def __init__(self, upstream: Upstream, request: web.Request, plan: _Plan, fields: RawFields,
-                 path_qs: str) -> None:
-        self.upstream = upstream
+    def __init__(self, route: Route, request: web.Request, fields: RawFields, path_qs: str) -> None:
+        self.upstream = route.upstream
         self.request = request
-        self.timeouts = plan.timeouts
-        self.may_retry = plan.retry_non_idempotent or request.method in upstream.config.retry_methods
-        self.body = _Body(request, plan.body_limit)
+        self.timeouts = route.timeouts
+        self.may_retry = route.may_retry(request.method)
+        self.body = _Body(request, route.body_limit)
         self._fields = fields  # without the client's framing: see _Body.framing
         self._path_qs = path_qs
         self.conn: Connection | None = None

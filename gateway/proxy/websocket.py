@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream
-from .forward import Forwarder
+from .route import Route
 
 log = logging.getLogger("gateway.proxy.websocket")
 
@@ -27,20 +27,21 @@ def is_upgrade(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET"
 
 
-async def relay_websocket(request: web.Request, forwarder: Forwarder, upstream_name: str, path_qs: str,
+async def relay_websocket(request: web.Request, session: aiohttp.ClientSession, route: Route, path_qs: str,
                           headers: CIMultiDict[str]) -> web.StreamResponse:
-    upstream = forwarder.upstreams[upstream_name]
+    upstream = route.upstream
     target = upstream.balancer.pick()
     if target is None:
         raise NoHealthyUpstream(extra=upstream.errors())
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     forwarded = CIMultiDict((k, v) for k, v in headers.items() if not k.lower().startswith("sec-websocket-"))
-    timeouts = upstream.config.timeouts
+    timeouts = route.timeouts
     try:
-        upstream_ws = await forwarder.session.ws_connect(
-            URL(target.url + path_qs, encoded=True), headers=forwarded, protocols=protocols, autoclose=False,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeouts.read),
-        )
+        async with asyncio.timeout(timeouts.connect + (timeouts.first_byte or timeouts.read)):  # the handshake
+            upstream_ws = await session.ws_connect(
+                URL(target.url + path_qs, encoded=True), headers=forwarded, protocols=protocols, autoclose=False,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeouts.read),
+            )
     except aiohttp.WSServerHandshakeError as exc:
         log.info("upstream %s refused a WebSocket upgrade with %s", upstream.name, exc.status)
         raise BadGateway(f"Upstream {upstream.name} refused the WebSocket upgrade.",

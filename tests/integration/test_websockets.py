@@ -79,3 +79,28 @@ async def test_an_upgrade_the_upstream_refuses_leaves_plain_http(gateway: TestCl
     await writer.drain()
     assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 401")
     writer.close()
+
+
+async def test_the_handshake_keeps_the_routes_own_timeouts(make_gateway: Any) -> None:
+    """An upstream that accepts the connection and never answers the handshake: 504 at the route's timeout."""
+    from gateway.config import parse_config
+    from tests.factories import config_dict
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    raw = config_dict(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    raw["upstreams"]["news"]["timeouts"] = {"connect": "5s", "read": "60s"}
+    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public",
+                      "timeouts": {"connect": "1s", "first_byte": "300ms"}}]
+    client = await make_gateway(parse_config(raw, env={}))
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await asyncio.wait_for(client.ws_connect("/v1_0/ws/echo"), timeout=30)
+        assert info.value.status == 504
+        assert asyncio.get_running_loop().time() - started < 30  # the upstream's 60 s read timeout was not used
+    finally:
+        server.close()

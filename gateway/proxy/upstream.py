@@ -1,0 +1,31 @@
+"""An upstream: its targets, the balancer that picks one, and a connection pool per target."""
+from __future__ import annotations
+
+from yarl import URL
+
+from ..config import UpstreamConfig
+from .balancer import BALANCERS, make_targets
+from .transport import Limit, Pool
+
+
+class Upstream:
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.name = config.name
+        self.config = config
+        self.targets = make_targets(config.targets, config.passive)
+        self.balancer = BALANCERS[config.balance](self.targets)
+        limit = Limit(config.max_connections)
+        self.pools = {target: _pool(target.url, limit) for target in self.targets}
+
+    def errors(self) -> dict[str, str]:
+        return {"upstream": self.name}
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+
+def _pool(url: str, limit: Limit) -> Pool:
+    parsed = URL(url)
+    assert parsed.host is not None and parsed.port is not None
+    return Pool(parsed.host, parsed.port, limit)
