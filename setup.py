@@ -22,6 +22,8 @@ setup(
     extras_require={
         "test": ["pytest>=8.0", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23", "mypy>=1.10", "ruff>=0.5",
                  "types-PyYAML"],
+        "bench": ["matplotlib>=3.8", "Flask>=3.0", "Flask-RESTful>=0.3.10", "Flask-SQLAlchemy>=3.1",
+                  "gunicorn>=22.0"],
     },
     entry_points={"console_scripts": ["toutiao-gateway=gateway.__main__:main"]},
 )

@@ -1,201 +1,172 @@
-"""Throughput of the gateway against HAProxy and nginx, measured in one run on this machine.
+"""The gateway against HAProxy and nginx, and its login against the seed's, measured in one run.
 
-    .venv/bin/python bench/run.py [--seconds 8] [--rounds 3] [--connections 32]
+    .venv/bin/python -m bench.run [--seconds 8] [--rounds 3] [--out docs/PERFORMANCE.md]
 
-Starts, on free loopback ports: nginx as the backend (`return 200`), nginx and
-HAProxy as plain proxies in front of it, and the gateway (one worker,
-embedded stores) with a public and a required route. wrk then loads each in
-turn, round after round, so that the machine's noise falls on all of them
-alike; the table gives requests per second and the gateway's ratio to
-HAProxy and to nginx. Needs wrk, nginx and haproxy (Debian packages wrk,
-nginx-light, haproxy). Every load is bounded by --seconds.
+Everything runs on loopback, started here and stopped at the end: nginx as the
+backend and as a plain proxy, HAProxy doing the gateway's job, the gateway
+with one and two workers, Redis and MariaDB for the login case, and the
+seed-style Flask peer under gunicorn. Each system is checked to do its job
+before it is measured. Loads take turns, round after round, so that the
+machine's noise falls on every system alike; ratios come from one run, never
+across runs. Every load is bounded by --seconds. Writes a Markdown report with
+a table of every figure and a chart (PNG) beside it.
+
+Needs wrk, hey, nginx and haproxy (Debian packages wrk, hey, nginx-light,
+haproxy), redis-server and mariadb-server, and the bench extra
+(`pip install -e '.[bench]'`).
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.servers import free_port, wait_for_port  # noqa: E402
-
-SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
+from . import load, login, report
+from .systems import USER_ID, Stack, machine, rss, tokens
 
 
-def need(binary: str, package: str) -> str:
-    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
-    if path is None:
-        sys.exit(f"bench: {binary} is missing: apt-get install {package}")
-    return path
+@dataclass
+class Settings:
+    seconds: float
+    rounds: int
+    connections: int
+    users: int  # pre-registered users for the login case
+    idle: int  # idle keep-alive connections held
+    many_tokens: int
+    many_routes: int
 
 
-def nginx_conf(folder: Path, backend: int, proxy: int) -> Path:
-    conf = folder / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/nginx.err;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy; fastcgi_temp_path {folder}/fcgi;
-  uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;
-  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{backend}; location / {{ add_header X-Seen-User-Id $http_x_user_id; return 200 '{{"ok":true}}'; }} }}
-  server {{ listen 127.0.0.1:{proxy};
-           location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
-}}""")
-    return conf
+FULL = dict(users=40_000, idle=5_000, many_tokens=10_000, many_routes=10_000)
+SMOKE = dict(users=300, idle=50, many_tokens=100, many_routes=100)
 
 
-def haproxy_conf(folder: Path, backend: int, port: int) -> Path:
-    """HAProxy doing the gateway's job on a required route: HS256 jwt_verify, the exp check, the client's
-    X-User-Id removed and X-User-Id set from the payload, 401 JSON otherwise."""
-    deny = "http-request return status 401 content-type application/json string '{\"message\":\"denied\"}'"
-    conf = folder / "haproxy.cfg"
-    conf.write_text(f"""
-global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend f
-  bind 127.0.0.1:{port}
-  http-request del-header X-User-Id
-  http-request set-var(txn.bearer) http_auth_bearer
-  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
-  http-request set-var(txn.now) date()
-  {deny} unless {{ var(txn.alg) -m str HS256 }}
-  {deny} unless {{ var(txn.bearer),jwt_verify(txn.alg,"{SECRET}") -m int 1 }}
-  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
-  {deny} if {{ var(txn.exp),sub(txn.now) -m int lt 1 }}
-  http-request set-header X-User-Id %[var(txn.bearer),jwt_payload_query('$.user_id','int')]
-  default_backend b
-backend b
-  http-reuse always
-  server s1 127.0.0.1:{backend}
-""")
-    return conf
+@dataclass
+class Results:
+    throughput: dict[str, list[float]] = field(default_factory=dict)
+    p99: dict[str, tuple[float, float]] = field(default_factory=dict)  # (ms, achieved req/s)
+    rate: int = 0
+    logins: dict[str, list[float]] = field(default_factory=dict)
+    growth: dict[str, list[float]] = field(default_factory=dict)
+    idle_rss: tuple[int, int] = (0, 0)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, table: dict[str, list[float]], name: str, result: load.Throughput) -> None:
+        table.setdefault(name, []).append(result.rps)
+        self.errors[name] = self.errors.get(name, 0) + result.errors
+
+    @staticmethod
+    def median(table: dict[str, list[float]], name: str) -> float:
+        return statistics.median(table[name]) if table.get(name) else 0.0
 
 
-def gateway_conf(folder: Path, backend: int, port: int) -> Path:
-    conf = folder / "gateway.yaml"
-    conf.write_text(f"""
-server: {{host: 127.0.0.1, port: {port}}}
-jwt: {{secret: "{SECRET}"}}
-redis: {{url: "memory://"}}
-database: {{url: "sqlite:///{folder}/gateway.db"}}
-upstreams: {{news: {{targets: ["http://127.0.0.1:{backend}"]}}}}
-routes:
-  - {{path: /public, upstream: news, auth: public}}
-  - {{path: /, upstream: news, auth: required}}
-""")
-    return conf
+def status(url: str, authorization: str | None) -> tuple[int, str | None]:
+    headers = {"X-User-Id": "7"} | ({"Authorization": authorization} if authorization else {})
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+            return resp.status, resp.headers.get("X-Seen-User-Id")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
 
 
-def token_for(conf: Path) -> str:
-    from gateway.auth.tokens import TokenService
-    from gateway.config import load_config
-    from gateway.stores.users_sqlite import SQLiteUserStore
-
-    config = load_config(str(conf), env={})
-
-    async def register() -> None:
-        store = await SQLiteUserStore.open(config.database.url)
-        await store.register(42, "13900000042")
-        await store.close()
-
-    asyncio.run(register())
-    return TokenService(config.jwt).issue(42, refresh=False, sid="bench")
+def check(name: str, url: str, kind: str, token: str) -> None:
+    """A system must do its job before it is measured. `job`: the token's user reaches the upstream as
+    X-User-Id and a bad token gets 401; `public`: answered, with no identity upstream; `plain`: answered."""
+    if kind == "job":
+        seen = status(url, f"Bearer {token}")
+        if seen != (200, str(USER_ID)) or status(url, f"Bearer {token[:-2]}xx")[0] != 401:
+            sys.exit(f"bench: {name} does not do the job: a valid token gave {seen}")
+    elif status(url, None) != (200, None if kind == "public" else "7"):
+        sys.exit(f"bench: {name} does not answer as a {kind} route should")
 
 
-def wrk(url: str, seconds: int, connections: int, headers: list[str]) -> float:
-    args = [need("wrk", "wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", *headers, url]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return float(match.group(1)) if match else 0.0
+def data_path(stack: Stack, settings: Settings, results: Results) -> None:
+    backend, nginx = stack.nginx()
+    haproxy = stack.haproxy(backend)
+    _, one = stack.gateway("one-worker", backend)
+    redis = login.redis(stack)
+    _, two = stack.gateway("two-workers", backend, workers=2, redis_url=redis)
+    token = tokens(1)[0]
+    auth = [f"Authorization: Bearer {token}"]
+    systems = {
+        "haproxy": (f"http://127.0.0.1:{haproxy}/x", auth),
+        "nginx": (f"http://127.0.0.1:{nginx}/x", []),
+        "gateway public": (f"http://127.0.0.1:{one}/public/x", []),
+        "gateway required": (f"http://127.0.0.1:{one}/x", auth),
+        "gateway required, 2 workers": (f"http://127.0.0.1:{two}/x", auth),
+    }
+    kinds = {"nginx": "plain", "gateway public": "public"}
+    for name, (url, _) in systems.items():
+        check(name, url, kinds.get(name, "job"), token)
+    for _ in range(settings.rounds):
+        for name, (url, headers) in systems.items():
+            results.add(results.throughput, name, load.wrk(url, settings.seconds, settings.connections,
+                                                            headers=headers))
+    results.rate = int(0.30 * results.median(results.throughput, "haproxy"))
+    for name in ("haproxy", "gateway required"):
+        url, headers = systems[name]
+        results.p99[name] = load.fixed_rate_p99(url, results.rate, settings.seconds, headers=headers)
 
 
-def main() -> None:
+def growth(stack: Stack, settings: Settings, results: Results, folder: Path) -> None:
+    backend, _ = stack.nginx()
+    few_proc, few = stack.gateway("ten-routes", backend, extra_routes=8)
+    many_proc, many = stack.gateway("many-routes", backend, extra_routes=settings.many_routes - 2)
+    many_tokens = folder / "tokens.txt"
+    many_tokens.write_text("\n".join(tokens(settings.many_tokens)) + "\n")
+    one_token = folder / "token.txt"
+    one_token.write_text(tokens(1)[0] + "\n")
+    script = folder / "rotate.lua"
+    script.write_text(load.ROTATE_HEADER)
+    cases = {
+        "10 routes": (f"http://127.0.0.1:{few}/x", one_token),
+        f"{settings.many_routes:,} routes": (f"http://127.0.0.1:{many}/x", one_token),
+        "1 token": (f"http://127.0.0.1:{few}/x", one_token),
+        f"{settings.many_tokens:,} tokens": (f"http://127.0.0.1:{few}/x", many_tokens),
+    }
+    for _ in range(settings.rounds):
+        for name, (url, values) in cases.items():
+            results.add(results.growth, name, load.wrk(url, settings.seconds, settings.connections,
+                                                        script=script, script_args=[str(values)]))
+    stack.stop(many_proc)
+    before = rss(few_proc.pid)
+    held = load.hold_idle(few, settings.idle)
+    time.sleep(1)
+    results.idle_rss = (before, rss(few_proc.pid))
+    for sock in held:
+        sock.close()
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
-    args = parser.parse_args()
-    nginx, haproxy = need("nginx", "nginx-light"), need("haproxy", "haproxy")
-    backend, nginx_port, haproxy_port, gateway_port = (free_port() for _ in range(4))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "PERFORMANCE.md")
+    parser.add_argument("--smoke", action="store_true", help="small counts, for the test that keeps this working")
+    args = parser.parse_args(argv)
+    settings = Settings(args.seconds, args.rounds, args.connections, **(SMOKE if args.smoke else FULL))
+    results = Results()
+    started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        procs = [
-            subprocess.Popen([nginx, "-c", str(nginx_conf(folder, backend, nginx_port)), "-p", tmp,
-                              "-g", "daemon off;"]),
-            subprocess.Popen([haproxy, "-f", str(haproxy_conf(folder, backend, haproxy_port))]),
-        ]
-        conf = gateway_conf(folder, backend, gateway_port)
-        token = token_for(conf)
-        procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(conf)], cwd=ROOT,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        stack = Stack(folder)
         try:
-            for port in (backend, nginx_port, haproxy_port, gateway_port):
-                wait_for_port(port)
-            targets = {
-                "haproxy": (f"http://127.0.0.1:{haproxy_port}/x", ["-H", f"Authorization: Bearer {token}"]),
-                "nginx": (f"http://127.0.0.1:{nginx_port}/x", []),
-                "gateway public": (f"http://127.0.0.1:{gateway_port}/public/x", []),
-                "gateway required": (f"http://127.0.0.1:{gateway_port}/x", ["-H", f"Authorization: Bearer {token}"]),
-            }
-            check(targets, token)
-            results: dict[str, list[float]] = {name: [] for name in targets}
-            for _ in range(args.rounds):
-                for name, (url, headers) in targets.items():
-                    results[name].append(wrk(url, args.seconds, args.connections, headers))
+            data_path(stack, settings, results)
+            stack.close()
+            growth(stack, settings, results, folder)
+            stack.close()
+            login.compare(stack, settings, results, folder)
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(20)
-    report(results)
-
-
-def check(targets: dict[str, tuple[str, list[str]]], token: str) -> None:
-    """Each system first proves it does the job: 200 and X-User-Id 42 with the token, 401 with a bad one."""
-    import urllib.error
-    import urllib.request
-
-    def status(url: str, auth: str | None) -> tuple[int, str | None]:
-        req = urllib.request.Request(url, headers={"Authorization": auth, "X-User-Id": "7"} if auth else {})
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                return resp.status, resp.headers.get("X-Seen-User-Id")
-        except urllib.error.HTTPError as exc:
-            return exc.code, None
-
-    for name, (url, _) in targets.items():
-        if name in ("nginx", "gateway public"):
-            if status(url, None)[0] != 200:
-                sys.exit(f"bench: {name} does not answer 200")
-            continue
-        seen = status(url, f"Bearer {token}")
-        if seen != (200, "42") or status(url, f"Bearer {token[:-2]}xx")[0] != 401:
-            sys.exit(f"bench: {name} does not do the job: a valid token gave {seen}")
-
-
-def report(results: dict[str, list[float]]) -> None:
-    haproxy, nginx = statistics.median(results["haproxy"]), statistics.median(results["nginx"])
-    print(f"{'target':<18}{'median req/s':>14}{'vs haproxy':>12}{'vs nginx':>10}   rounds")
-    for name, values in results.items():
-        median = statistics.median(values)
-        rounds = " ".join(f"{v:.0f}" for v in values)
-        print(f"{name:<18}{median:>14.0f}{median / haproxy:>12.3f}{median / nginx:>10.3f}   {rounds}")
+            stack.close()
+    command = " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])])
+    report.write(args.out, results, machine(), command, time.time() - started)
+    print(args.out.read_text())
 
 
 if __name__ == "__main__":

@@ -45,6 +45,11 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if exc.status == 405:
             translated.headers["Allow"] = exc.headers.get("Allow", "")
         return render(translated)
+    except ConnectionResetError:
+        # The client went away in the middle of its answer (wrk does, at the end of every run): there is no
+        # one to answer and nothing went wrong here. aiohttp drops this response quietly when it cannot write.
+        log.debug("client went away during %s %s", request.method, request.path)
+        return web.Response(status=499)
     except STORE_ERRORS as exc:
         # A store the gateway needs is down: fail closed, whichever stage noticed.
         log.error("store unavailable on %s %s: %s", request.method, request.path, exc)

@@ -202,3 +202,36 @@ def test_unparseable_requests_get_json_and_no_versions(tmp_path: Path, stub: str
     assert b"Server: toutiao-gateway\r\n" in head + b"\r\n" and b"aiohttp" not in head and b"Python" not in head
     assert b"application/json" in head and b'"message"' in body
     assert b"s3cret" not in gateway.log.read_bytes()
+
+
+async def test_clients_that_go_away_leave_no_error_in_the_log(stub: str, tmp_path: Path) -> None:
+    """Under uvloop, as in production: resets before any answer (as wrk leaves its connections at the end
+    of a run) and in the middle of a streamed body."""
+    import socket
+    import struct
+
+    gateway = Running(tmp_path, gateway_raw(stub, tmp_path))
+    loop = asyncio.get_running_loop()
+
+    async def reset_after(target: str, read_head: bool) -> None:
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", gateway.port))
+        await loop.sock_sendall(sock, f"GET {target} HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
+        if read_head:
+            await loop.sock_recv(sock, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    try:
+        await asyncio.gather(*(reset_after("/_stub/slow?seconds=0.2", False) for _ in range(20)),
+                             *(reset_after("/_stub/slow-body?chunks=4&interval=0.1", True) for _ in range(5)),
+                             *(reset_after("/v1_0/channels", False) for _ in range(50)))
+        await asyncio.sleep(1.0)  # the answers come back and are written meanwhile
+        async with aiohttp.ClientSession() as session:
+            async with session.get(gateway.url + "/v1_0/channels") as resp:
+                assert resp.status == 200
+    finally:
+        assert gateway.stop() == 0
+    log = gateway.log.read_text()
+    assert " ERROR " not in log and "Traceback" not in log, log[-3000:]

@@ -1,0 +1,98 @@
+"""Load generators, each bounded in time or count: wrk for throughput, hey for a fixed rate, idle sockets."""
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .systems import need
+
+ROTATE_HEADER = """
+local values = {}
+init = function(args) for line in io.lines(args[1]) do values[#values + 1] = line end end
+local i = 0
+request = function()
+  i = i % #values + 1
+  return wrk.format(nil, nil, {["Authorization"] = "Bearer " .. values[i]})
+end
+"""
+LOGIN = """
+local first, count, code
+init = function(args) first = tonumber(args[1]); count = tonumber(args[2]); code = args[3] end
+local i = 0
+request = function()
+  i = i + 1
+  local body = string.format('{"mobile": "139%08d", "code": "%s"}', first + (i % count), code)
+  return wrk.format("POST", "/v1_0/authorizations", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+@dataclass
+class Throughput:
+    rps: float  # answers per second with a 2xx status
+    errors: int  # non-2xx answers and socket errors
+
+
+def wrk(url: str, seconds: float, connections: int, *, headers: list[str] = (), script: Path | None = None,
+        script_args: list[str] = ()) -> Throughput:
+    args = [need("wrk", "wrk"), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    for header in headers:
+        args += ["-H", header]
+    if script is not None:
+        args += ["-s", str(script)]
+    args.append(url)
+    if script_args:
+        args += ["--", *script_args]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60).stdout
+    requests = _number(r"(\d+) requests in", out)
+    duration = _duration(out)
+    bad = _number(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    good = max(0, requests - bad)
+    return Throughput(good / duration if duration else 0.0, bad + socket_errors)
+
+
+def _number(pattern: str, text: str) -> int:
+    match = re.search(pattern, text)
+    return int(match.group(1)) if match else 0
+
+
+def _duration(text: str) -> float:
+    match = re.search(r"requests in ([\d.]+)(ms|s|m)", text)
+    if not match:
+        return 0.0
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
+
+
+def fixed_rate_p99(url: str, rate: int, seconds: float, *, headers: list[str] = ()) -> tuple[float, float]:
+    """(p99 latency in milliseconds, the rate achieved) when asked for `rate` requests per second (hey: 16
+    workers of rate/16 each; a worker waits for its answer, so a system slower than the rate falls behind)."""
+    workers = 16
+    args = [need("hey", "hey"), "-z", f"{max(1, round(seconds))}s", "-c", str(workers),
+            "-q", str(max(1, rate // workers))]
+    for header in headers:
+        args += ["-H", header]
+    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    p99 = re.search(r"99% in ([\d.]+) secs", out)
+    achieved = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return (float(p99.group(1)) * 1000 if p99 else float("nan"), float(achieved.group(1)) if achieved else 0.0)
+
+
+def hold_idle(port: int, count: int) -> list[socket.socket]:
+    """`count` keep-alive connections, each after one answered request, left open and idle."""
+    held = []
+    request = b"GET /public/idle HTTP/1.1\r\nHost: bench\r\n\r\n"
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(request)
+        held.append(sock)
+    deadline = time.monotonic() + 60
+    for sock in held:  # read each answer, so that every connection has been served
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        sock.recv(4096)
+    return held

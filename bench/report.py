@@ -1,0 +1,121 @@
+"""The bench's report: a Markdown table of every figure and ratio, the targets, and a chart beside it."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .run import Results
+
+MiB = 1024 * 1024
+
+
+def write(out: Path, results: Results, machine: dict[str, str], command: str, elapsed: float) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    chart = out.with_name(out.stem.lower() + ".png")
+    _chart(chart, results)
+    out.write_text("\n".join(_lines(results, machine, command, elapsed, chart.name)) + "\n")
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _targets(r: Results) -> list[tuple[str, str, bool]]:
+    t, g, m = r.throughput, r.growth, r.median
+    haproxy = m(t, "haproxy")
+    one, two = m(t, "gateway required"), m(t, "gateway required, 2 workers")
+    gw_login, seed_login = m(r.logins, "gateway login"), m(r.logins, "seed login (Flask, gunicorn)")
+    names = list(g)
+    routes = _ratio(m(g, names[1]), m(g, names[0])) if len(names) >= 2 else float("nan")
+    tokens = _ratio(m(g, names[3]), m(g, names[2])) if len(names) >= 4 else float("nan")
+    p99 = _ratio(r.p99.get("gateway required", (math.nan, 0))[0], r.p99.get("haproxy", (math.nan, 0))[0])
+    kept_up = r.p99.get("gateway required", (math.nan, 0.0))[1] >= 0.95 * r.rate
+    idle = (r.idle_rss[1] - r.idle_rss[0]) / MiB
+    rows = [
+        ("required route ≥ 0.40 of HAProxy", f"{_ratio(one, haproxy):.3f}", _ratio(one, haproxy) >= 0.40),
+        ("public route ≥ 0.45 of HAProxy", f"{_ratio(m(t, 'gateway public'), haproxy):.3f}",
+         _ratio(m(t, "gateway public"), haproxy) >= 0.45),
+        (f"p99 at {r.rate:,} req/s ≤ 2× HAProxy's (the rate kept)", f"{p99:.2f}×" + ("" if kept_up else
+                                                                                   ", rate not kept"),
+         p99 <= 2 and kept_up),
+        ("2 workers ≥ 1.4× one worker", f"{_ratio(two, one):.2f}×", _ratio(two, one) >= 1.4),
+        ("login ≥ 5× the seed's", f"{_ratio(gw_login, seed_login):.2f}×", _ratio(gw_login, seed_login) >= 5),
+        ("many routes cost ≤ 5%", f"{1 - routes:+.1%}", 1 - routes <= 0.05),
+        ("many tokens cost ≤ 10%", f"{1 - tokens:+.1%}", 1 - tokens <= 0.10),
+        ("idle connections < 60 MB of RSS", f"{idle:.1f} MiB", idle < 60),
+    ]
+    return [(name, value, met) for name, value, met in rows]
+
+
+def _table(title: str, table: dict[str, list[float]], base: str | None, r: Results) -> list[str]:
+    lines = [f"### {title}", "", "| system | median req/s | " + (f"vs {base} | " if base else "") + "errors | rounds |",
+             "|---|---:|" + ("---:|" if base else "") + "---:|---|"]
+    for name, values in table.items():
+        median = r.median(table, name)
+        ratio = f" {_ratio(median, r.median(table, base)):.3f} |" if base else ""
+        rounds = " ".join(f"{v:,.0f}" for v in values)
+        lines.append(f"| {name} | {median:,.0f} |{ratio} {r.errors.get(name, 0)} | {rounds} |")
+    return [*lines, ""]
+
+
+def _lines(r: Results, machine: dict[str, str], command: str, elapsed: float, chart: str) -> list[str]:
+    lines = [
+        "# Performance",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{command}` "
+        f"({elapsed:.0f} s). Absolute figures differ between machines and runs by a factor of three: "
+        "compare the ratios, which come from this one run.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---:|---|",
+        *(f"| {name} | {value} | {'yes' if met else '**no**'} |" for name, value, met in _targets(r)),
+        "",
+        f"![throughput and p99 latency per system]({chart})",
+        "",
+        "## Figures",
+        "",
+        *_table("Data path (wrk -t1, keep-alive)", r.throughput, "haproxy", r),
+        f"### p99 latency at a fixed rate of {r.rate:,} req/s (30% of HAProxy's median; hey)",
+        "",
+        "| system | p99 ms | rate achieved |",
+        "|---|---:|---:|",
+        *(f"| {name} | {ms:.2f} | {achieved:,.0f} |" for name, (ms, achieved) in r.p99.items()),
+        "",
+        *_table("Login with an SMS code (real Redis and MariaDB)", r.logins, "seed login (Flask, gunicorn)", r),
+        *_table("Growth (gateway, required route, one worker)", r.growth, None, r),
+        "### Idle keep-alive connections",
+        "",
+        f"RSS of the gateway before: {r.idle_rss[0] / MiB:.1f} MiB; with the idle connections held: "
+        f"{r.idle_rss[1] / MiB:.1f} MiB.",
+    ]
+    return lines
+
+
+def _chart(path: Path, r: Results) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 1.2]})
+    names = list(r.throughput)
+    values = [r.median(r.throughput, n) for n in names]
+    colours = ["#888" if not n.startswith("gateway") else "#1f77b4" for n in names]
+    left.barh(names[::-1], values[::-1], color=colours[::-1])
+    left.set_xlabel("requests per second (median of rounds)")
+    left.set_title("Throughput")
+    p99_names = list(r.p99)
+    right.bar(range(len(p99_names)), [r.p99[n][0] for n in p99_names], color="#ff7f0e")
+    right.set_xticks(range(len(p99_names)), [n.replace(" ", "\n", 1) for n in p99_names])
+    right.set_ylabel("ms")
+    right.set_title(f"p99 at {r.rate:,} req/s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
