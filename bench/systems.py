@@ -195,7 +195,8 @@ def machine() -> dict[str, str]:
         path = shutil.which(binary) or f"/usr/sbin/{binary}"
         try:
             out = subprocess.run([path, flag], capture_output=True, text=True, timeout=10)
-            versions[binary] = (out.stdout + out.stderr).strip().splitlines()[0]
+            first = (out.stdout + out.stderr).strip().splitlines()[0]
+            versions[binary] = first.split(" - ")[0].split(" Copyright")[0]
         except (OSError, IndexError, subprocess.TimeoutExpired):
             versions[binary] = "missing"
     import aiohttp
