@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "PERFORMANCE.md")
     parser.add_argument("--smoke", action="store_true", help="small counts, for the test that keeps this working")
+    parser.add_argument("--cases", default="data,growth,login", help="which cases to run (default: all three)")
     args = parser.parse_args(argv)
     settings = Settings(args.seconds, args.rounds, args.connections, **(SMOKE if args.smoke else FULL))
     results = Results()
@@ -156,12 +157,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         stack = Stack(folder)
+        cases = set(args.cases.split(","))
         try:
-            data_path(stack, settings, results)
-            stack.close()
-            growth(stack, settings, results, folder)
-            stack.close()
-            login.compare(stack, settings, results, folder)
+            if "data" in cases:
+                data_path(stack, settings, results)
+                stack.close()
+            if "growth" in cases:
+                growth(stack, settings, results, folder)
+                stack.close()
+            if "login" in cases:
+                login.compare(stack, settings, results, folder)
         finally:
             stack.close()
     command = " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])])

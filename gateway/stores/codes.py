@@ -1,10 +1,12 @@
 """One-time SMS codes at `app:code:{mobile}`, with a bounded number of guesses.
 
-A check counts the attempt and reads the code in one atomic step; the code is
-compared in constant time here, not in Redis; a right guess then deletes the
-code only if it is still the same code, so of two concurrent right guesses
-exactly one wins. After `max_attempts` guesses the code is dead, even for the
-right one.
+In Redis a check is one script, one round trip: it counts the attempt,
+compares the guess and, when it is right, deletes the code, all in one atomic
+step, so of two concurrent right guesses exactly one wins. The comparison is
+Lua string equality, which for Redis's Lua (5.1, every string interned) is a
+pointer comparison, so its time says nothing about the code. After
+`max_attempts` guesses the code is dead, even for the right one. In memory,
+and on the replica, the code is compared in constant time here.
 
 When the primary refuses connections the code is read from the replica, as
 the seed does. A replica cannot count or delete, so during the outage this
@@ -26,16 +28,13 @@ log = logging.getLogger("gateway.stores.codes")
 SWEEP_AT = 1024
 _DOWN = (RedisError, OSError)
 
-ATTEMPT = """
+CHECK = """
 local code = redis.call('GET', KEYS[1])
-if not code then return false end
+if not code then return 0 end
 local n = redis.call('INCR', KEYS[2])
 if n == 1 then redis.call('PEXPIRE', KEYS[2], math.max(redis.call('PTTL', KEYS[1]), 1)) end
-if n > tonumber(ARGV[1]) then redis.call('DEL', KEYS[1], KEYS[2]) return false end
-return code
-"""
-CONSUME = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) return 1 end
+if n > tonumber(ARGV[1]) then redis.call('DEL', KEYS[1], KEYS[2]) return 0 end
+if code == ARGV[2] then redis.call('DEL', KEYS[1], KEYS[2]) return 1 end
 return 0
 """
 
@@ -91,8 +90,7 @@ class RedisCodeStore:
     def __init__(self, primary: Any, replica: Any | None = None) -> None:
         self._primary = primary
         self._replica = replica
-        self._attempt = primary.register_script(ATTEMPT)
-        self._consume = primary.register_script(CONSUME)
+        self._check = primary.register_script(CHECK)
         self._local: KeyValue = MemoryKV()  # attempts and spent codes while only the replica answers
 
     async def put(self, mobile: str, code: str, ttl: int) -> None:
@@ -106,12 +104,8 @@ class RedisCodeStore:
             raise StoreUnavailable() from None
 
     async def check(self, mobile: str, guess: str, max_attempts: int) -> bool:
-        keys = [code_key(mobile), attempts_key(mobile)]
         try:
-            real = await self._attempt(keys=keys, args=[max_attempts])
-            if real is None or not same(real, guess):
-                return False
-            return bool(await self._consume(keys=keys, args=[real]))
+            return bool(await self._check(keys=[code_key(mobile), attempts_key(mobile)], args=[max_attempts, guess]))
         except _DOWN as exc:
             log.error("redis primary unavailable while checking an sms code: %s", exc)
             if self._replica is None:
