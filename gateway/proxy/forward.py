@@ -24,12 +24,14 @@ import aiohttp
 from aiohttp import web
 
 from ..config import UpstreamConfig
+from ..config.model import Timeouts
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
 from .balancer import Target
 from .headers import RawFields, client_response_headers
 from .route import Route
 from .transport import (
-    BadResponse, ConnectFailed, ConnectTimeout, Connection, Disconnected, Pool, ReadTimeout, ResponseHead, UpstreamError,
+    BadResponse, ConnectFailed, ConnectTimeout, Connection, Disconnected, Pool, QueueTimeout, ReadTimeout, ResponseHead,
+    UpstreamError,
 )
 from .upstream import Upstream
 
@@ -123,21 +125,21 @@ class _Exchange:
         head = _request_head(self.request.method, self._path_qs, pool, self._fields, self.body.framing)
         small = await self.body.small()
         conn.write(head + small if small is not None else head)
+        self._deadline = _ReadDeadline(conn, self.timeouts)
         if small is None and self.body.exists:
-            self._sender = asyncio.ensure_future(self.body.stream_to(conn))
-        first_byte = self.timeouts.first_byte
-        timer = asyncio.get_running_loop().call_later(first_byte, conn.time_out, "first byte") if first_byte else None
-        self._deadline = _ReadDeadline(conn, self.timeouts.read)
-        try:
-            if self._sender is not None:
-                either: list[asyncio.Future[Any]] = [self._sender, conn.head]
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                if self._sender.done() and (error := self._sender.exception()) is not None:
-                    raise error
-            return await conn.head
-        finally:
-            if timer is not None:
-                timer.cancel()
+            self._sender = asyncio.ensure_future(self.body.stream_to(conn, self.timeouts.read))
+            self._sender.add_done_callback(self._body_sent)
+            either: list[asyncio.Future[Any]] = [self._sender, conn.head]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if self._sender.done() and (error := self._sender.exception()) is not None:
+                raise error
+        else:
+            self._deadline.request_sent()
+        return await conn.head
+
+    def _body_sent(self, sender: asyncio.Future[None]) -> None:
+        if self._deadline is not None and not sender.cancelled() and sender.exception() is None:
+            self._deadline.request_sent()
 
     def finish(self) -> None:
         """Give the connection back to its pool (or close it); the exchange is over."""
@@ -145,10 +147,12 @@ class _Exchange:
             self._deadline.cancel()
             self._deadline = None
         sender, self._sender = self._sender, None
-        if sender is not None and not sender.done():
+        if sender is not None and (not sender.done() or sender.cancelled() or sender.exception() is not None):
+            # The upstream answered before taking the whole body, or sending it failed: part of a request
+            # is on this connection, so it serves no other.
             sender.cancel()
             if self.conn is not None:
-                self.conn.abort()  # the upstream answered before taking the whole body
+                self.conn.abort()
         conn, self.conn = self.conn, None
         if conn is not None and self._pool is not None:
             self._pool.release(conn)
@@ -157,16 +161,22 @@ class _Exchange:
             self._target = None
 
     def _retry(self, exc: BaseException, target: Target, attempts: int) -> str | None:
-        """None: give up; "other": try another target; "same": any target will do."""
+        """None: give up; "other": try another target; "same": any target will do.
+
+        A pooled connection the upstream closed under us is no failure of the target. The request goes
+        again on a fresh connection when nothing of it was written, or when it has no body or a method
+        that may be retried (a request with a body was sent whole, and may have been acted on)."""
+        if isinstance(exc, (_BodyTooLarge, QueueTimeout)):
+            return None  # the client's doing, or the gateway's own limit: never the target's
+        if isinstance(exc, Disconnected) and exc.stale and attempts < 2 and self.body.replayable():
+            if exc.nothing_sent or self.may_retry or not self.body.exists:
+                return "same"
+            return None
+        self._count_failure(exc, target)
         if attempts >= 2 or not self.body.replayable():
-            self._count_failure(exc, target)
             return None
         if isinstance(exc, ConnectFailed):
-            self._count_failure(exc, target)
             return "other" if self.may_retry else None
-        if isinstance(exc, Disconnected) and exc.stale:
-            return "same"  # a kept-alive connection closed under us: the target itself is fine
-        self._count_failure(exc, target)
         return None
 
     def _count_failure(self, exc: BaseException, target: Target) -> None:
@@ -178,7 +188,7 @@ class _Exchange:
         extra = self.upstream.errors()
         if self.body.too_large:
             return PayloadTooLarge()
-        if isinstance(exc, (ConnectTimeout, ReadTimeout, asyncio.TimeoutError)):
+        if isinstance(exc, (ConnectTimeout, ReadTimeout, QueueTimeout, asyncio.TimeoutError)):
             return GatewayTimeout(f"Upstream {self.upstream.name} timed out.", extra=extra)
         if isinstance(exc, (UpstreamError, OSError)):
             log.warning("upstream %s failed: %s", self.upstream.name, type(exc).__name__)
@@ -187,14 +197,28 @@ class _Exchange:
 
 
 class _ReadDeadline:
-    """The read timeout: one timer per exchange, moved on lazily from the last read, not reset per read.
-    Time spent waiting for a slow client (reading paused) does not count."""
+    """The first-byte and read timeouts of one exchange, on one timer moved on lazily, not reset per read.
 
-    def __init__(self, conn: Connection, seconds: float) -> None:
+    Both start once the whole request is sent (an upload's time is not the upstream's to answer in), and
+    time spent waiting for a slow client (reading paused) does not count against the upstream."""
+
+    def __init__(self, conn: Connection, timeouts: Timeouts) -> None:
         self._conn = conn
-        self._seconds = seconds
+        self._read = timeouts.read
+        self._first_byte = timeouts.first_byte
         self._loop = asyncio.get_running_loop()
-        self._handle = self._loop.call_at(conn.last_read + seconds, self._check)
+        self._sent_at: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def request_sent(self) -> None:
+        self._sent_at = self._conn.last_read = self._loop.time()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        due = self._conn.last_read + self._read
+        if self._first_byte is not None and not self._conn.received and self._sent_at is not None:
+            due = min(due, self._sent_at + self._first_byte)
+        self._handle = self._loop.call_at(due, self._check)
 
     def _check(self) -> None:
         conn = self._conn
@@ -203,13 +227,20 @@ class _ReadDeadline:
         now = self._loop.time()
         if conn.paused:
             conn.last_read = now
-        if now - conn.last_read >= self._seconds:
+        if self._first_byte is not None and not conn.received and now - self._sent_at >= self._first_byte:  # type: ignore[operator]
+            conn.time_out("first byte")
+        elif now - conn.last_read >= self._read:
             conn.time_out("read")
-            return
-        self._handle = self._loop.call_at(conn.last_read + self._seconds, self._check)
+        else:
+            self._schedule()
 
     def cancel(self) -> None:
-        self._handle.cancel()
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+class _BodyTooLarge(Exception):
+    """The client's streamed body passed the route's limit: 413, and no fault of the upstream."""
 
 
 class _Body:
@@ -244,17 +275,17 @@ class _Body:
                 raise BadRequest("Request body ended early.") from None
         return self._data
 
-    async def stream_to(self, conn: Connection) -> None:
+    async def stream_to(self, conn: Connection, send_timeout: float) -> None:
         chunked = self.length is None
         seen = 0
         async for chunk in self._content.iter_any():
             seen += len(chunk)
             if self._limit is not None and seen > self._limit:
                 self.too_large = True
-                raise Disconnected("request body over the limit")
+                raise _BodyTooLarge()
             self.started = True
             conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-            await conn.drain()
+            await conn.drain(send_timeout)
         if chunked:
             conn.write(b"0\r\n\r\n")
 

@@ -16,12 +16,15 @@ Errors, by what was sent (forward.py decides on retries from them):
      │                       `stale` when a pooled connection was closed
      │                       before any byte of an answer came back
      ├── ReadTimeout         no byte for `read` seconds, or no answer within `first_byte`
+     │                       (or the upstream took none of a request body for `read` seconds)
+     ├── QueueTimeout        no connection under `max_connections` within `connect`
      └── BadResponse         llhttp could not parse the answer
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from typing import Any
 
@@ -45,9 +48,18 @@ class ConnectTimeout(ConnectFailed):
 
 
 class Disconnected(UpstreamError):
-    def __init__(self, message: str = "the upstream closed the connection", *, stale: bool = False) -> None:
+    """`stale`: a pooled connection the upstream closed before any byte of an answer came back;
+    `nothing_sent`: it was found closed before the request was written to it."""
+
+    def __init__(self, message: str = "the upstream closed the connection", *, stale: bool = False,
+                 nothing_sent: bool = False) -> None:
         super().__init__(message)
-        self.stale = stale
+        self.stale = stale or nothing_sent
+        self.nothing_sent = nothing_sent
+
+
+class QueueTimeout(UpstreamError):
+    """No connection to the upstream could be had under its `max_connections` in time: not the target's fault."""
 
 
 class ReadTimeout(UpstreamError):
@@ -85,6 +97,8 @@ class Connection(asyncio.Protocol):
         self._buffered = 0
         self.paused = False  # reading from the upstream waits for the client to take what was read
         self._until_close = False  # the answer's body ends when the connection does
+        self._head_done = False  # the current message's head has been parsed: later fields are trailers
+        self._sent = 0  # bytes of the current request written
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
@@ -121,7 +135,7 @@ class Connection(asyncio.Protocol):
             self._fail(Disconnected(stale=stale))
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
-            drain.set_exception(Disconnected())
+            drain.set_result(None)  # drain() then finds the connection closed
 
     def pause_writing(self) -> None:
         if self._drain is None:
@@ -134,6 +148,7 @@ class Connection(asyncio.Protocol):
 
     # -- llhttp callbacks ------------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._head_done = False
         if not self._active:  # a second answer in the bytes after the first: the upstream is confused
             self._fail(BadResponse("more than one answer to one request"))
             self.abort()
@@ -142,6 +157,8 @@ class Connection(asyncio.Protocol):
         self._reason = status.decode("utf-8", "surrogateescape")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # a trailer of a chunked answer: not a header of the answer
         # decoded as aiohttp decodes what it parses, so that its writer gives back the same bytes
         self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
 
@@ -150,6 +167,7 @@ class Connection(asyncio.Protocol):
         if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): wait for the real one
             self._headers = []
             return
+        self._head_done = True
         head = ResponseHead(status, self._reason, self._headers, self._parser.should_keep_alive())
         if not head.keep_alive:
             names = {name.lower() for name, _ in self._headers}
@@ -162,6 +180,12 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if not body:
+            return
+        if self._head_only or not self._active:
+            # Bytes where no body may be (after the head of a HEAD answer): never the client's. The
+            # connection cannot be trusted with another exchange.
+            self._error = self._error or BadResponse("a body where none may be")
+            self.abort()
             return
         self._chunks.append(body)
         self._buffered += len(body)
@@ -183,18 +207,28 @@ class Connection(asyncio.Protocol):
         self._headers = []
         self._head = self._loop.create_future()
         self._until_close = False
+        self._head_done = False
+        self._sent = 0
+        self._chunks.clear()
+        self._buffered = 0
         self._active = True
         self.complete = self.received = False
         self.last_read = self._loop.time()
 
     def write(self, data: bytes) -> None:
-        if self.closed or self.transport is None:
-            raise Disconnected(stale=not self.received and self.used > 1)
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise Disconnected(nothing_sent=self.used > 1 and self._sent == 0)
+        self._sent += len(data)
         self.transport.write(data)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float) -> None:
+        """Wait while the upstream is not taking what was written; ReadTimeout past `timeout`."""
         if self._drain is not None:
-            await self._drain
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._drain)
+            except TimeoutError:
+                raise ReadTimeout("the upstream took none of the request body in time") from None
         if self.closed:
             raise Disconnected()
 
@@ -206,10 +240,10 @@ class Connection(asyncio.Protocol):
     async def read(self) -> bytes:
         """The next piece of the body; b"" at its end."""
         while not self._chunks:
-            if self._error is not None:
-                raise self._error
             if self.complete:
                 return b""
+            if self._error is not None:
+                raise self._error
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
@@ -217,9 +251,8 @@ class Connection(asyncio.Protocol):
                 self._waiter = None
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
-        if self.paused and self._buffered < LOW_WATER and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.paused and self._buffered < LOW_WATER:
+            self._resume()
         return chunk
 
     def read_nowait(self) -> bytes:
@@ -229,10 +262,15 @@ class Connection(asyncio.Protocol):
         data = b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.paused:
+            self._resume()
         return data
+
+    def _resume(self) -> None:
+        self.paused = False
+        self.last_read = self._loop.time()  # the read timeout starts afresh: the wait was the client's
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def time_out(self, why: str) -> None:
         self._fail(ReadTimeout(why))
@@ -244,7 +282,10 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     def reusable(self) -> bool:
-        return self.complete and not self.closed and self._error is None and self._keep_alive()
+        """Only a connection whose answer was read to its end and handed on whole serves another request:
+        a byte of this answer left behind would go to the next client."""
+        return (self.complete and not self.closed and self._error is None and not self._chunks
+                and not self.paused and self._keep_alive())
 
     def _keep_alive(self) -> bool:
         head = self._head
@@ -262,6 +303,7 @@ class Connection(asyncio.Protocol):
         head = self._head
         if head is not None and not head.done():
             head.set_exception(error)
+            head.exception()  # whoever awaits it still gets the error; an exchange already over does not
         self._wake()
 
     def _wake(self) -> None:
@@ -280,6 +322,7 @@ class Pool:
         self.host_header = (host if port == 80 else f"{host}:{port}").encode("idna")
         self._limit = limit
         self._idle: list[Connection] = []
+        limit.pools.append(self)
 
     async def acquire(self, connect_timeout: float | None) -> Connection:
         now = time.monotonic()
@@ -289,10 +332,16 @@ class Pool:
                 return conn
             self._close(conn)
         limit = self._limit
+        if limit.free == 0 and not limit.waiters:
+            limit.reclaim_idle()  # an idle connection to another target gives up its place
         if limit.free > 0 and not limit.waiters:
             limit.free -= 1
         else:
-            handed = await self._wait()
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    handed = await self._wait()
+            except TimeoutError:
+                raise QueueTimeout("no connection could be had under max_connections in time") from None
             if handed is not None:
                 return handed
         try:
@@ -310,7 +359,8 @@ class Pool:
             return await waiter
         except BaseException:
             if not waiter.done() or waiter.cancelled():
-                self._limit.waiters.remove(entry)
+                with contextlib.suppress(ValueError):  # give() may have dropped it already
+                    self._limit.waiters.remove(entry)
             elif (handed := waiter.result()) is not None:
                 self.release(handed)
             else:
@@ -339,6 +389,12 @@ class Pool:
             self._close(conn)
         self._idle.clear()
 
+    def drop_oldest_idle(self) -> bool:
+        if not self._idle:
+            return False
+        self._close(self._idle.pop(0))
+        return True
+
     def _close(self, conn: Connection) -> None:
         conn.abort()
         self._limit.give()
@@ -361,6 +417,13 @@ class Limit:
     def __init__(self, size: int) -> None:
         self.free = size
         self.waiters: collections.deque[tuple[Pool, asyncio.Future[Connection | None]]] = collections.deque()
+        self.pools: list[Pool] = []
+
+    def reclaim_idle(self) -> None:
+        """Close the oldest idle connection of any target, so that a request for another can connect."""
+        for pool in self.pools:
+            if pool.drop_oldest_idle():
+                return
 
     def give(self) -> None:
         """A connection closed: its place goes to the first request waiting, else back to the count."""

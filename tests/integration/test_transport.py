@@ -215,3 +215,126 @@ async def test_an_upstream_that_answers_before_taking_the_body(make_gateway: Any
         assert resp.status == 413 and await resp.read() == b"too big!"
     finally:
         server.close()
+
+
+# -- the review's cases: nothing of one exchange may reach another; nothing a client does ejects a target --
+
+
+async def test_a_connection_with_unread_answer_bytes_serves_no_other_request() -> None:
+    from gateway.proxy.transport import Limit, Pool
+
+    body = b"x" * 200_000
+    upstream = RawUpstream(lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    url = await upstream.start()
+    pool = Pool("127.0.0.1", int(url.rsplit(":", 1)[1]), Limit(10))
+    try:
+        conn = await pool.acquire(5)
+        conn.begin(head_only=False)
+        conn.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await conn.head
+        for _ in range(100):
+            if conn.complete:
+                break
+            await asyncio.sleep(0.02)
+        assert conn.complete and not conn.reusable()  # the whole answer came, but is not handed on yet
+        read = conn.read_nowait()
+        while chunk := await conn.read():
+            read += chunk
+        assert read == body and conn.reusable()
+        pool.release(conn)
+    finally:
+        pool.close()
+        await upstream.stop()
+
+
+async def test_bodies_over_the_limit_do_not_eject_the_target(make_gateway: Any, upstream: Any) -> None:
+    url = str(upstream.make_url("")).rstrip("/")
+    raw = config_dict(url)
+    raw["upstreams"]["news"].update({"max_body_size": "100k"})
+    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
+    client = await make_gateway(parse_config(raw, env={}))
+
+    async def body() -> Any:
+        for _ in range(10):
+            yield b"z" * 16384
+
+    for _ in range(5):
+        assert (await client.post("/v1_0/echo", data=body())).status == 413
+    assert (await client.get("/v1_0/channels")).status == 200
+
+
+async def test_a_slow_upload_is_not_the_upstreams_read_timeout(make_gateway: Any, upstream: Any) -> None:
+    url = str(upstream.make_url("")).rstrip("/")
+    raw = config_dict(url)
+    raw["upstreams"]["news"]["timeouts"] = {"connect": "1s", "read": "500ms"}
+    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
+    client = await make_gateway(parse_config(raw, env={}))
+
+    async def body() -> Any:
+        for _ in range(6):
+            yield b"w" * 40000
+            await asyncio.sleep(0.3)
+
+    resp = await client.post("/v1_0/echo", data=body())
+    assert resp.status == 200 and (await resp.json())["body_length"] == 240000
+
+
+async def test_an_idle_connection_to_one_target_gives_way_to_a_request_for_another(make_gateway: Any) -> None:
+    upstreams = [RawUpstream(lambda request: OK) for _ in range(2)]
+    urls = [await u.start() for u in upstreams]
+    raw = config_dict(urls)
+    raw["upstreams"]["news"].update({"max_connections": 1})
+    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
+    client = await make_gateway(parse_config(raw, env={}))
+    try:
+        for _ in range(4):  # round robin: A, B, A, B, each needing the one place
+            resp = await asyncio.wait_for(client.get("/a"), timeout=5)
+            assert resp.status == 200
+        assert [len(u.requests) for u in upstreams] == [2, 2]
+    finally:
+        for u in upstreams:
+            await u.stop()
+
+
+async def test_bytes_after_the_head_of_a_head_answer_reach_no_client(raw_gateway: Any) -> None:
+    smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"
+
+    def answer(request: bytes) -> bytes:
+        if request.startswith(b"HEAD"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled)
+        return OK
+
+    _, client = await raw_gateway(answer)
+    resp = await client.head("/a")
+    assert resp.status == 200
+    for _ in range(3):
+        resp = await client.get("/a")
+        assert resp.status == 200 and await resp.read() == b"ok"
+
+
+@pytest.mark.parametrize("method, body, status, sent", [("GET", None, 200, 2), ("POST", b"data", 502, 1)])
+async def test_a_request_sent_on_a_connection_closed_under_it(raw_gateway: Any, method: str, body: bytes | None,
+                                                              status: int, sent: int) -> None:
+    """The second request on a kept-alive connection is read and the connection closed unanswered: a GET
+    goes again on a fresh connection; a POST with a body may have been acted on, so it is not sent twice."""
+    seen: dict[str, int] = {}
+
+    def answer(request: bytes) -> bytes | None:
+        name = request.split(b" ")[1].decode()
+        seen[name] = seen.get(name, 0) + 1
+        return None if name == "/second" and seen[name] == 1 else OK
+
+    upstream, client = await raw_gateway(answer)
+    assert (await client.get("/first")).status == 200
+    resp = await client.request(method, "/second", data=body)
+    assert resp.status == status
+    assert seen["/second"] == sent
+
+
+async def test_trailers_are_not_answer_headers(raw_gateway: Any) -> None:
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Trailer\r\n\r\n"
+               b"2\r\nok\r\n0\r\nX-Trailer: t\r\n\r\n")
+    _, client = await raw_gateway(lambda request: chunked)
+    resp = await client.get("/a")
+    assert resp.status == 200 and await resp.read() == b"ok"
+    assert "X-Trailer" not in resp.headers
