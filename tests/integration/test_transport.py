@@ -247,6 +247,49 @@ async def test_a_connection_with_unread_answer_bytes_serves_no_other_request() -
         await upstream.stop()
 
 
+async def test_a_half_sent_body_never_shares_a_connection_with_the_next_request(make_gateway: Any) -> None:
+    """The upstream answers after the head and ends its answer later; meanwhile the client's chunked body
+    passes the route's limit. The next request must not follow the partial body on that connection."""
+    received: list[bytearray] = []  # what each connection has brought, as it arrives
+
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = bytearray()
+        received.append(data)
+
+        async def answer() -> None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no")
+            await asyncio.sleep(1.0)
+            writer.write(b"k")
+
+        try:
+            while chunk := await reader.read(65536):
+                if not data:
+                    asyncio.ensure_future(answer())
+                data += chunk
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(early, "127.0.0.1", 0)
+    raw = config_dict(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    raw["upstreams"]["news"].update({"max_connections": 1, "max_body_size": "100k"})
+    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
+    client = await make_gateway(parse_config(raw, env={}))
+
+    async def body() -> Any:
+        for _ in range(10):  # 16 KiB at a time, so that some of it is sent before the limit is passed
+            yield b"y" * 16384
+            await asyncio.sleep(0.05)
+
+    try:
+        await client.post("/upload", data=body())
+        victim = await client.get("/victim")
+        assert victim.status == 200 and await victim.read() == b"ok"
+        assert any(b"/upload" in data and len(data) > 16384 for data in received)  # part of the body went
+        assert not any(b"/upload" in data and b"/victim" in data for data in received)
+    finally:
+        server.close()
+
+
 async def test_bodies_over_the_limit_do_not_eject_the_target(make_gateway: Any, upstream: Any) -> None:
     url = str(upstream.make_url("")).rstrip("/")
     raw = config_dict(url)
