@@ -85,6 +85,18 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
+async def public_gateway(make_gateway: Any, targets: str | list[str], **news: Any) -> Any:
+    """A gateway whose one route is public, in front of `targets`, with `news` over the upstream's settings."""
+    raw = config_dict(targets)
+    raw["upstreams"]["news"].update(news)
+    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
+    return await make_gateway(parse_config(raw, env={}))
+
+
+def address(server: asyncio.AbstractServer) -> str:
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
 @pytest.fixture
 async def raw_gateway(make_gateway: Any) -> Any:
     made: list[RawUpstream] = []
@@ -92,10 +104,7 @@ async def raw_gateway(make_gateway: Any) -> Any:
     async def make(answer: Answer, *, close_after: bool = False, **news: Any) -> Any:
         upstream = RawUpstream(answer, close_after)
         made.append(upstream)
-        raw = config_dict(await upstream.start())
-        raw["upstreams"]["news"].update(news)
-        raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
-        return upstream, await make_gateway(parse_config(raw, env={}))
+        return upstream, await public_gateway(make_gateway, await upstream.start(), **news)
 
     yield make
     for upstream in made:
@@ -201,9 +210,7 @@ async def test_an_upstream_that_answers_before_taking_the_body(make_gateway: Any
         writer.close()
 
     server = await asyncio.start_server(refuse, "127.0.0.1", 0)
-    raw = config_dict(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
-    client = await make_gateway(parse_config(raw, env={}))
+    client = await public_gateway(make_gateway, address(server))
 
     async def body() -> Any:
         for _ in range(40):
@@ -270,10 +277,7 @@ async def test_a_half_sent_body_never_shares_a_connection_with_the_next_request(
             writer.close()
 
     server = await asyncio.start_server(early, "127.0.0.1", 0)
-    raw = config_dict(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    raw["upstreams"]["news"].update({"max_connections": 1, "max_body_size": "100k"})
-    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
-    client = await make_gateway(parse_config(raw, env={}))
+    client = await public_gateway(make_gateway, address(server), **{"max_connections": 1, "max_body_size": "100k"})
 
     async def body() -> Any:
         for _ in range(10):  # 16 KiB at a time, so that some of it is sent before the limit is passed
@@ -291,11 +295,7 @@ async def test_a_half_sent_body_never_shares_a_connection_with_the_next_request(
 
 
 async def test_bodies_over_the_limit_do_not_eject_the_target(make_gateway: Any, upstream: Any) -> None:
-    url = str(upstream.make_url("")).rstrip("/")
-    raw = config_dict(url)
-    raw["upstreams"]["news"].update({"max_body_size": "100k"})
-    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
-    client = await make_gateway(parse_config(raw, env={}))
+    client = await public_gateway(make_gateway, str(upstream.make_url("")).rstrip("/"), **{"max_body_size": "100k"})
 
     async def body() -> Any:
         for _ in range(10):
@@ -307,11 +307,7 @@ async def test_bodies_over_the_limit_do_not_eject_the_target(make_gateway: Any, 
 
 
 async def test_a_slow_upload_is_not_the_upstreams_read_timeout(make_gateway: Any, upstream: Any) -> None:
-    url = str(upstream.make_url("")).rstrip("/")
-    raw = config_dict(url)
-    raw["upstreams"]["news"]["timeouts"] = {"connect": "1s", "read": "500ms"}
-    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
-    client = await make_gateway(parse_config(raw, env={}))
+    client = await public_gateway(make_gateway, str(upstream.make_url("")).rstrip("/"), timeouts={"connect": "1s", "read": "500ms"})
 
     async def body() -> Any:
         for _ in range(6):
@@ -325,10 +321,7 @@ async def test_a_slow_upload_is_not_the_upstreams_read_timeout(make_gateway: Any
 async def test_an_idle_connection_to_one_target_gives_way_to_a_request_for_another(make_gateway: Any) -> None:
     upstreams = [RawUpstream(lambda request: OK) for _ in range(2)]
     urls = [await u.start() for u in upstreams]
-    raw = config_dict(urls)
-    raw["upstreams"]["news"].update({"max_connections": 1})
-    raw["routes"] = [{"path": "/", "upstream": "news", "auth": "public"}]
-    client = await make_gateway(parse_config(raw, env={}))
+    client = await public_gateway(make_gateway, urls, **{"max_connections": 1})
     try:
         for _ in range(4):  # round robin: A, B, A, B, each needing the one place
             resp = await asyncio.wait_for(client.get("/a"), timeout=5)
