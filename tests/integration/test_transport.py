@@ -277,7 +277,7 @@ async def test_a_half_sent_body_never_shares_a_connection_with_the_next_request(
             writer.close()
 
     server = await asyncio.start_server(early, "127.0.0.1", 0)
-    client = await public_gateway(make_gateway, address(server), **{"max_connections": 1, "max_body_size": "100k"})
+    client = await public_gateway(make_gateway, address(server), max_connections=1, max_body_size="100k")
 
     async def body() -> Any:
         for _ in range(10):  # 16 KiB at a time, so that some of it is sent before the limit is passed
@@ -295,7 +295,7 @@ async def test_a_half_sent_body_never_shares_a_connection_with_the_next_request(
 
 
 async def test_bodies_over_the_limit_do_not_eject_the_target(make_gateway: Any, upstream: Any) -> None:
-    client = await public_gateway(make_gateway, str(upstream.make_url("")).rstrip("/"), **{"max_body_size": "100k"})
+    client = await public_gateway(make_gateway, str(upstream.make_url("")).rstrip("/"), max_body_size="100k")
 
     async def body() -> Any:
         for _ in range(10):
@@ -307,7 +307,8 @@ async def test_bodies_over_the_limit_do_not_eject_the_target(make_gateway: Any, 
 
 
 async def test_a_slow_upload_is_not_the_upstreams_read_timeout(make_gateway: Any, upstream: Any) -> None:
-    client = await public_gateway(make_gateway, str(upstream.make_url("")).rstrip("/"), timeouts={"connect": "1s", "read": "500ms"})
+    client = await public_gateway(make_gateway, str(upstream.make_url("")).rstrip("/"),
+                                  timeouts={"connect": "1s", "read": "500ms"})
 
     async def body() -> Any:
         for _ in range(6):
@@ -321,7 +322,7 @@ async def test_a_slow_upload_is_not_the_upstreams_read_timeout(make_gateway: Any
 async def test_an_idle_connection_to_one_target_gives_way_to_a_request_for_another(make_gateway: Any) -> None:
     upstreams = [RawUpstream(lambda request: OK) for _ in range(2)]
     urls = [await u.start() for u in upstreams]
-    client = await public_gateway(make_gateway, urls, **{"max_connections": 1})
+    client = await public_gateway(make_gateway, urls, max_connections=1)
     try:
         for _ in range(4):  # round robin: A, B, A, B, each needing the one place
             resp = await asyncio.wait_for(client.get("/a"), timeout=5)
