@@ -21,7 +21,7 @@ import yaml
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import free_port, wait_for_port  # noqa: E402
+from tests.servers import free_port, nginx_private_files, wait_for_port  # noqa: E402
 
 SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
 USER_ID = 42
@@ -71,16 +71,7 @@ class Stack:
         folder = self.folder / "nginx"
         folder.mkdir(exist_ok=True)
         conf = folder / "nginx.conf"
-        conf.write_text(f"""
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/nginx.err;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy; fastcgi_temp_path {folder}/fcgi;
-  uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;
-  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
+        conf.write_text(nginx_private_files(folder) + f"""  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
   server {{ listen 127.0.0.1:{backend};
            location / {{ add_header X-Seen-User-Id $http_x_user_id; return 200 '{{"ok":true}}'; }} }}
   server {{ listen 127.0.0.1:{proxy};

@@ -41,6 +41,21 @@ def require_binary(name: str, package: str) -> str:
     return path
 
 
+def nginx_private_files(folder: Path) -> str:
+    """The global and http-level lines that keep an nginx run entirely inside `folder` (pid, logs, temp files).
+    The caller closes the http block."""
+    return f"""
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy; fastcgi_temp_path {folder}/fastcgi;
+  uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;
+"""
+
+
 class _Process:
     proc: subprocess.Popen[bytes] | None = None
 

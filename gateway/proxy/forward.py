@@ -207,17 +207,19 @@ class _ReadDeadline:
         self._read = timeouts.read
         self._first_byte = timeouts.first_byte
         self._loop = asyncio.get_running_loop()
-        self._sent_at: float | None = None
+        self._first_byte_due = float("inf")
         self._handle: asyncio.TimerHandle | None = None
 
     def request_sent(self) -> None:
-        self._sent_at = self._conn.last_read = self._loop.time()
+        now = self._conn.last_read = self._loop.time()
+        if self._first_byte is not None:
+            self._first_byte_due = now + self._first_byte
         self._schedule()
 
     def _schedule(self) -> None:
         due = self._conn.last_read + self._read
-        if self._first_byte is not None and not self._conn.received and self._sent_at is not None:
-            due = min(due, self._sent_at + self._first_byte)
+        if not self._conn.received:
+            due = min(due, self._first_byte_due)
         self._handle = self._loop.call_at(due, self._check)
 
     def _check(self) -> None:
@@ -227,7 +229,7 @@ class _ReadDeadline:
         now = self._loop.time()
         if conn.paused:
             conn.last_read = now
-        if self._first_byte is not None and not conn.received and now - self._sent_at >= self._first_byte:  # type: ignore[operator]
+        if not conn.received and now >= self._first_byte_due:
             conn.time_out("first byte")
         elif now - conn.last_read >= self._read:
             conn.time_out("read")

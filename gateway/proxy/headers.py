@@ -100,20 +100,16 @@ def as_text(fields: RawFields) -> CIMultiDict[str]:
 
 
 def client_response_headers(fields: list[tuple[str, str]], req_id: str) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
     named: set[str] = set()
     for name, value in fields:
-        if name.lower() == "connection":
-            named |= {token.strip().lower() for token in value.split(",") if token.strip()}
-    out: CIMultiDict[str] = CIMultiDict()
-    has_request_id = False
-    for name, value in fields:
         lowered = name.lower()
-        if lowered in _RESPONSE_DROP or lowered in named:
-            continue
-        if lowered == "x-request-id":
-            has_request_id = True
-        out.add(name, value)
+        if lowered == "connection":
+            named.update(token.strip() for token in value.split(",") if token.strip())
+        elif lowered not in _RESPONSE_DROP:
+            out.add(name, value)
+    for name in named:
+        out.popall(name, None)  # case-insensitive, as the names Connection lists are
     out["Server"] = SERVER
-    if not has_request_id:
-        out["X-Request-Id"] = req_id
+    out.setdefault("X-Request-Id", req_id)
     return out

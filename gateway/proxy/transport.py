@@ -71,13 +71,12 @@ class BadResponse(UpstreamError):
 
 
 class ResponseHead:
-    __slots__ = ("status", "reason", "headers", "keep_alive")
+    __slots__ = ("status", "reason", "headers")
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], keep_alive: bool) -> None:
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
-        self.keep_alive = keep_alive
 
 
 class Connection(asyncio.Protocol):
@@ -97,6 +96,7 @@ class Connection(asyncio.Protocol):
         self._buffered = 0
         self.paused = False  # reading from the upstream waits for the client to take what was read
         self._until_close = False  # the answer's body ends when the connection does
+        self._keep_alive = False  # the answer allows another request on this connection
         self._head_done = False  # the current message's head has been parsed: later fields are trailers
         self._sent = 0  # bytes of the current request written
         self._waiter: asyncio.Future[None] | None = None
@@ -168,8 +168,9 @@ class Connection(asyncio.Protocol):
             self._headers = []
             return
         self._head_done = True
-        head = ResponseHead(status, self._reason, self._headers, self._parser.should_keep_alive())
-        if not head.keep_alive:
+        head = ResponseHead(status, self._reason, self._headers)
+        self._keep_alive = self._parser.should_keep_alive()
+        if not self._keep_alive:
             names = {name.lower() for name, _ in self._headers}
             self._until_close = "content-length" not in names and "transfer-encoding" not in names
         if self._head is not None and not self._head.done():
@@ -206,7 +207,7 @@ class Connection(asyncio.Protocol):
         self._head_only = head_only
         self._headers = []
         self._head = self._loop.create_future()
-        self._until_close = False
+        self._until_close = self._keep_alive = False
         self._head_done = False
         self._sent = 0
         self._chunks.clear()
@@ -285,12 +286,7 @@ class Connection(asyncio.Protocol):
         """Only a connection whose answer was read to its end and handed on whole serves another request:
         a byte of this answer left behind would go to the next client."""
         return (self.complete and not self.closed and self._error is None and not self._chunks
-                and not self.paused and self._keep_alive())
-
-    def _keep_alive(self) -> bool:
-        head = self._head
-        return head is not None and head.done() and not head.cancelled() and head.exception() is None \
-            and head.result().keep_alive
+                and not self.paused and self._keep_alive)
 
     def _finish(self) -> None:
         self.complete = True

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import keys
 from tests.factories import bearer, make_config, make_token
-from tests.servers import free_port, require_binary, wait_for_port
+from tests.servers import free_port, nginx_private_files, require_binary, wait_for_port
 from upstream_stub.app import RECEIVED
 
 USER = 4242
@@ -77,18 +77,8 @@ async def test_forward_auth_is_for_trusted_proxies_only(make_gateway: Any) -> No
     assert resp.status == 403 and await resp.json() == {"message": "Forward-auth answers trusted proxies only."}
 
 
-NGINX_CONF = """
-worker_processes 1;
-error_log {dir}/error.log;
-pid {dir}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
+# After tests.servers.nginx_private_files: the http block it opens.
+NGINX_SERVER = """
   server {{
     listen 127.0.0.1:{port};
     location / {{
@@ -116,8 +106,8 @@ def nginx(tmp_path: Path, gateway: TestClient, upstream: TestServer) -> Any:
     port = free_port()
     (tmp_path / "nginx").mkdir()
     conf = tmp_path / "nginx" / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=tmp_path / "nginx", port=port, gateway_port=gateway.server.port,
-                                      upstream_port=upstream.port))
+    conf.write_text(nginx_private_files(tmp_path / "nginx") + NGINX_SERVER.format(
+        port=port, gateway_port=gateway.server.port, upstream_port=upstream.port))
     proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(tmp_path / "nginx"), "-g", "daemon off;"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
