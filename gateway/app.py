@@ -1,93 +1,137 @@
-"""create_app(config): wiring only."""
+"""The gateway for one configuration: its stores and stages, built once and handed to each other.
+
+`open_gateway(config)` creates every app-wide resource in order and disposes
+of them in reverse, also when creating a later one fails. `Gateway.handle`
+is the request handler the HTTP server calls: the gateway's own endpoints
+first, then the proxy pipeline.
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
+from dataclasses import dataclass
 from typing import AsyncIterator
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
+import aiohttp
+import pymysql
+from redis.exceptions import RedisError
 
-from . import keys
-from .auth import handlers
 from .auth.authenticate import Authenticator
+from .auth.handlers import AuthEndpoints
 from .auth.login import Logins
 from .auth.passwords import Passwords
 from .auth.sessions import Sessions
 from .auth.sms import make_sender
 from .auth.tokens import TokenService
 from .auth.user_status import UserStatusCache
+from .client_ip import ClientIp
 from .config import Config
-from .errors import MethodNotAllowed
-from .forward_auth import forward_auth
+from .endpoints import OwnEndpoints
+from .errors import BadRequest, ServiceUnavailable
+from .forward_auth import ForwardAuth
+from .http.reply import Reply
+from .http.request import Request
 from .ids import IdWorker
-from .middleware import render_errors, set_server_header
-from .pipeline import defer_continue, proxy
+from .pipeline import Pipeline
 from .proxy.forward import Forwarder
 from .proxy.health import HealthChecker
 from .proxy.headers import RequestIds
-from .proxy.route import resolve_all
+from .proxy.route import Route, resolve_all
 from .ratelimit import RateLimits
-from .routing import RouteTable
-from .stores.codes import MemoryCodeStore, RedisCodeStore
-from .stores.kv import MemoryKV, connect_redis
+from .routing import RouteTable, normalize_path
+from .stores.codes import CodeStore, MemoryCodeStore, RedisCodeStore
+from .stores.kv import KeyValue, MemoryKV, connect_redis
 from .stores.limits import Limiter, redis_storage
 from .stores.revocation import MemoryRevocations, RedisRevocations
-from .stores.users import open_user_store
+from .stores.users import UserStore, open_user_store
 
 log = logging.getLogger("gateway")
+STORE_ERRORS = (RedisError, pymysql.err.OperationalError, pymysql.err.InterfaceError, sqlite3.Error)
 
 
-def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[render_errors], handler_args={"max_field_size": 16384})
-    app[keys.CONFIG] = config
-    app[keys.TOKENS] = TokenService(config.jwt)
-    app[keys.IDS] = IdWorker(config.ids.datacenter_id, config.ids.worker_id)
-    app[keys.SMS] = make_sender(config.sms.sender)
-    app[keys.REQUEST_IDS] = RequestIds()
-    app.cleanup_ctx.extend([_redis, _database, _services, _upstreams])
-    app.on_response_prepare.append(set_server_header)
-    _add_own(app, "/v1_0/sms/codes/{mobile}", {"GET": handlers.send_code})
-    _add_own(app, "/v1_0/authorizations", {"POST": handlers.login, "PUT": handlers.refresh, "DELETE": handlers.logout})
-    _add_own(app, "/.well-known/jwks.json", {"GET": handlers.jwks})
-    app.router.add_route("*", "/_gateway/auth{path:(/.*)?}", forward_auth)
-    app.router.add_route("*", "/{path:.*}", proxy, expect_handler=defer_continue)
-    return app
+class Gateway:
+    def __init__(self, own: OwnEndpoints, pipeline: Pipeline, *, users: UserStore, tokens: TokenService,
+                 ids: IdWorker, authenticator: Authenticator) -> None:
+        self._own = own
+        self._pipeline = pipeline
+        # for the operator's commands and the tests
+        self.users = users
+        self.tokens = tokens
+        self.ids = ids
+        self.authenticator = authenticator
+
+    async def handle(self, request: Request, reply: Reply) -> None:
+        try:
+            path = normalize_path(_origin_path(request.path))
+            endpoint = self._own.match(request.method, path)
+            if endpoint is not None:
+                reply.send(await endpoint(request))
+            else:
+                await self._pipeline.proxy(request, reply, path)
+        except STORE_ERRORS as exc:
+            # A store the gateway needs is down: fail closed, whichever stage noticed.
+            log.error("store unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+            raise ServiceUnavailable() from None
 
 
-def _add_own(app: web.Application, path: str, methods: dict[str, Handler]) -> None:
-    """The gateway's own endpoints: never proxied, whatever the method."""
-    resource = app.router.add_resource(path)
-    for method, handler in methods.items():
-        resource.add_route(method, handler)
-    allow = ", ".join(methods)
-
-    async def not_allowed(request: web.Request) -> web.StreamResponse:
-        raise MethodNotAllowed(headers={"Allow": allow})
-
-    resource.add_route("*", not_allowed)
+def _origin_path(target: str) -> str:
+    """The path of a request-target: origin-form as sent, or the path of an absolute-form one (RFC 9112 §3.2.2)."""
+    if target.startswith("/"):
+        return target
+    scheme, sep, rest = target.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
+        slash = rest.find("/")
+        return rest[slash:] if slash >= 0 else "/"
+    raise BadRequest("Invalid request target.")
 
 
-async def _redis(app: web.Application) -> AsyncIterator[None]:
-    config = app[keys.CONFIG]
+@dataclass
+class _KeyValueStores:
+    kv: KeyValue  # plain keys for sessions: the Redis primary, or memory://
+    codes: CodeStore
+    limits: RateLimits
+    revocations: MemoryRevocations
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
+    async with contextlib.AsyncExitStack() as stack:
+        stores = await stack.enter_async_context(_key_value_stores(config))
+        users = await stack.enter_async_context(_user_store(config))
+        forwarder, routes = await stack.enter_async_context(_upstreams(config))
+        tokens = TokenService(config.jwt)
+        ids = IdWorker(config.ids.datacenter_id, config.ids.worker_id)
+        client_ip = ClientIp(config.server.trusted_proxies)
+        status = UserStatusCache(users, config.revocation.user_status_cache_ttl)
+        stores.revocations.on_status_change(status.forget)
+        authenticator = Authenticator(tokens, stores.revocations, status,
+                                      fail_open=config.revocation.on_redis_down == "allow")
+        logins = Logins(users, stores.codes, Passwords(), stores.limits, ids, config.sms)
+        sessions = Sessions(tokens, stores.revocations, stores.kv, config.jwt)
+        auth = AuthEndpoints(config, tokens=tokens, logins=logins, sessions=sessions, authenticator=authenticator,
+                             users=users, codes=stores.codes, sms=make_sender(config.sms.sender),
+                             limits=stores.limits, client_ip=client_ip)
+        pipeline = Pipeline(routes, authenticator, stores.limits, client_ip, RequestIds(), forwarder)
+        own = OwnEndpoints(auth, ForwardAuth(pipeline, client_ip))
+        yield Gateway(own, pipeline, users=users, tokens=tokens, ids=ids, authenticator=authenticator)
+
+
+@contextlib.asynccontextmanager
+async def _key_value_stores(config: Config) -> AsyncIterator[_KeyValueStores]:
     max_ttl = config.jwt.refresh_ttl
     if config.redis.embedded:
-        app[keys.KV] = MemoryKV()
-        app[keys.CODES] = MemoryCodeStore()
-        app[keys.RATE_LIMITS] = RateLimits(Limiter(), config.limits)
-        app[keys.REVOCATIONS] = MemoryRevocations(max_ttl)
-        yield
+        yield _KeyValueStores(MemoryKV(), MemoryCodeStore(), RateLimits(Limiter(), config.limits),
+                              MemoryRevocations(max_ttl))
         return
     primary, replica = connect_redis(config.redis)
     revocations = RedisRevocations(primary, max_ttl)
-    app[keys.KV] = primary
-    app[keys.CODES] = RedisCodeStore(primary, replica)
-    app[keys.RATE_LIMITS] = RateLimits(Limiter(redis_storage(primary)), config.limits)
-    app[keys.REVOCATIONS] = revocations
     listener = asyncio.create_task(revocations.listen())
-    await revocations.wait_until_fresh(timeout=5)
     try:
-        yield
+        await revocations.wait_until_fresh(timeout=5)
+        yield _KeyValueStores(primary, RedisCodeStore(primary, replica),
+                              RateLimits(Limiter(redis_storage(primary)), config.limits), revocations)
     finally:
         revocations.stop()
         listener.cancel()
@@ -98,39 +142,25 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
             await replica.aclose()  # type: ignore[attr-defined]
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    config = app[keys.CONFIG].database
-    users = await open_user_store(config.url, config.pool_size)
-    app[keys.USERS] = users
+@contextlib.asynccontextmanager
+async def _user_store(config: Config) -> AsyncIterator[UserStore]:
+    users = await open_user_store(config.database.url, config.database.pool_size)
     try:
-        yield
+        yield users
     finally:
         await users.close()
 
 
-async def _services(app: web.Application) -> AsyncIterator[None]:
-    config = app[keys.CONFIG]
-    revocations = app[keys.REVOCATIONS]
-    status = UserStatusCache(app[keys.USERS], config.revocation.user_status_cache_ttl)
-    revocations.on_status_change(status.forget)
-    app[keys.AUTHENTICATOR] = Authenticator(app[keys.TOKENS], revocations, status,
-                                            fail_open=config.revocation.on_redis_down == "allow")
-    app[keys.LOGINS] = Logins(app[keys.USERS], app[keys.CODES], Passwords(), app[keys.RATE_LIMITS],
-                              app[keys.IDS], config.sms)
-    app[keys.SESSIONS] = Sessions(app[keys.TOKENS], revocations, app[keys.KV], config.jwt)
-    yield
-
-
-async def _upstreams(app: web.Application) -> AsyncIterator[None]:
-    upstreams = app[keys.CONFIG].upstreams
-    session = Forwarder.make_session(upstreams)
-    forwarder = Forwarder(session, upstreams)
-    app[keys.FORWARDER] = forwarder
-    app[keys.ROUTES] = RouteTable(resolve_all(app[keys.CONFIG].routes, forwarder.upstreams))
+@contextlib.asynccontextmanager
+async def _upstreams(config: Config) -> AsyncIterator[tuple[Forwarder, RouteTable[Route]]]:
+    forwarder = Forwarder(config.upstreams)
+    routes = RouteTable(resolve_all(config.routes, forwarder.upstreams))
+    connector = aiohttp.TCPConnector(limit=len(forwarder.upstreams) * 4 or 4, enable_cleanup_closed=True)
+    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())  # health checks
     checks = [asyncio.create_task(HealthChecker(u.name, u.targets, u.config.health_check, session).run())
               for u in forwarder.upstreams.values() if u.config.health_check is not None]
     try:
-        yield
+        yield forwarder, routes
     finally:
         for task in checks:
             task.cancel()

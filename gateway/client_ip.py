@@ -9,9 +9,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable
 
-from aiohttp import web
-
 from .config.model import Network
+from .http.request import Request
 
 
 def is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
@@ -38,5 +37,16 @@ def client_ip(peer: str, forwarded_for: Iterable[str], trusted: tuple[Network, .
     return client
 
 
-def request_ip(request: web.Request, trusted: tuple[Network, ...]) -> str:
-    return client_ip(request.remote or "", request.headers.getall("X-Forwarded-For", ()), trusted)
+class ClientIp:
+    """The one reader of `server.trusted_proxies`."""
+
+    def __init__(self, trusted: tuple[Network, ...]) -> None:
+        self.trusted = trusted
+
+    def __call__(self, request: Request) -> str:
+        if not self.trusted:
+            return request.peer
+        return client_ip(request.peer, request.headers.getall("X-Forwarded-For"), self.trusted)
+
+    def is_trusted(self, request: Request) -> bool:
+        return is_trusted(request.peer, self.trusted)

@@ -7,14 +7,17 @@
     ├── NotFound                 404
     ├── MethodNotAllowed         405
     ├── PayloadTooLarge          413
+    ├── UriTooLong               414
+    ├── ExpectationFailed        417
     ├── TooManyRequests          429  (carries Retry-After)
+    ├── HeadersTooLarge          431
     ├── InternalError            500
     ├── BadGateway               502
     ├── ServiceUnavailable       503  (a store the gateway needs is down)
     │   └── NoHealthyUpstream    503
     └── GatewayTimeout           504
 
-Stages raise these; `render_errors` in middleware.py turns them into JSON.
+Stages raise these; `error_response` in http/response.py is the one place they become JSON.
 """
 from __future__ import annotations
 
@@ -64,6 +67,21 @@ class PayloadTooLarge(GatewayError):
     message = "Request body too large."
 
 
+class UriTooLong(GatewayError):
+    status = 414
+    message = "Request target too long."
+
+
+class ExpectationFailed(GatewayError):
+    status = 417
+    message = "Only Expect: 100-continue is supported."
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    message = "Request header fields too large."
+
+
 class TooManyRequests(GatewayError):
     status = 429
     message = "Too many requests."
@@ -97,6 +115,7 @@ class GatewayTimeout(GatewayError):
 
 BY_STATUS: dict[int, type[GatewayError]] = {
     cls.status: cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge,
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge, UriTooLong,
+                ExpectationFailed, HeadersTooLarge,
                 InternalError, BadGateway, ServiceUnavailable, GatewayTimeout)
 }

@@ -10,26 +10,30 @@ Only peers in `server.trusted_proxies` may ask.
 """
 from __future__ import annotations
 
-from aiohttp import web
-
-from . import keys
-from .client_ip import is_trusted
+from .client_ip import ClientIp
 from .errors import Forbidden
-from .pipeline import admit
+from .http.request import Request
+from .http.response import Response
+from .pipeline import Pipeline
+from .routing import normalize_path
 
 PREFIX = "/_gateway/auth"
 
 
-async def forward_auth(request: web.Request) -> web.Response:
-    if not is_trusted(request.remote or "", request.app[keys.CONFIG].server.trusted_proxies):
-        raise Forbidden("Forward-auth answers trusted proxies only.")
-    headers = request.headers
-    method = headers.get("X-Forwarded-Method") or request.method
-    target = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URI")
-    if target is None:
-        target = request.raw_path[len(PREFIX):] or "/"
-    admission = await admit(request, method.upper(), target, headers)
-    response = web.Response(status=200)
-    if admission.user_id is not None:
-        response.headers["X-User-Id"] = str(admission.user_id)
-    return response
+class ForwardAuth:
+    def __init__(self, pipeline: Pipeline, client_ip: ClientIp) -> None:
+        self._pipeline = pipeline
+        self._client_ip = client_ip
+
+    async def check(self, request: Request) -> Response:
+        if not self._client_ip.is_trusted(request):
+            raise Forbidden("Forward-auth answers trusted proxies only.")
+        headers = request.headers
+        method = headers.get("X-Forwarded-Method") or request.method
+        target = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URI")
+        if target is None:
+            target = request.path[len(PREFIX):] or "/"
+        path = normalize_path(target.partition("?")[0])
+        admission = await self._pipeline.admit(request, method.upper(), path, headers.get("Authorization"))
+        headers_out = {"X-User-Id": str(admission.user_id)} if admission.user_id is not None else {}
+        return Response(200, headers=headers_out)

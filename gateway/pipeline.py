@@ -1,78 +1,77 @@
 """The proxy pipeline: match → authenticate → authorize → limit → mutate → forward.
 
 `admit` runs the checks (shared with forward-auth mode); `proxy` then mutates
-the headers and forwards. `Expect: 100-continue` is answered only after every
-check has passed, so a refused client never sends its body.
+the headers and forwards. A client that sent `Expect: 100-continue` is told
+to go on only when the forward stage first reads the body, after every check
+has passed, so a refused client never sends it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
-from multidict import CIMultiDictProxy
-
-from . import keys
-from .client_ip import request_ip
+from .auth.authenticate import Authenticator
+from .client_ip import ClientIp
 from .errors import NotFound, PayloadTooLarge
-from .proxy.headers import as_text, upstream_request_fields
-from .proxy.websocket import is_upgrade, relay_websocket
+from .http.reply import Reply
+from .http.request import Request
+from .proxy.forward import Forwarder
+from .proxy.headers import RequestIds, upstream_request_fields
 from .proxy.route import Route
-from .routing import normalize_path
+from .proxy.websocket import is_upgrade, relay_websocket
+from .ratelimit import RateLimits
+from .routing import RouteTable
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
     route: Route
-    path_qs: str  # normalized path, with the query as sent
     user_id: int | None
 
 
-async def admit(request: web.Request, method: str, target: str, headers: CIMultiDictProxy[str]) -> Admission:
-    app = request.app
-    raw_path, _, query = target.partition("?")
-    path = normalize_path(raw_path)
-    route = app[keys.ROUTES].match(path)
-    if route is None:
-        raise NotFound("No route matches this path.")
-    mode = route.mode(method)
-    authenticator = app[keys.AUTHENTICATOR]
-    claims = authenticator.authenticate(headers.get("Authorization"), mode)
-    user_id = None
-    if claims is not None:
-        await authenticator.authorize(claims, mode)
-        user_id = claims.user_id
-    if route.limits:
-        ip = request_ip(request, app[keys.CONFIG].server.trusted_proxies)
-        await app[keys.RATE_LIMITS].route(route.path, route.limits, ip, user_id)
-    return Admission(route, f"{path}?{query}" if query else path, user_id)
+class Pipeline:
+    def __init__(self, routes: RouteTable[Route], authenticator: Authenticator, limits: RateLimits,
+                 client_ip: ClientIp, request_ids: RequestIds, forwarder: Forwarder) -> None:
+        self._routes = routes
+        self._authenticator = authenticator
+        self._limits = limits
+        self._client_ip = client_ip
+        self._request_ids = request_ids
+        self._forwarder = forwarder
 
+    async def admit(self, request: Request, method: str, path: str, authorization: str | None) -> Admission:
+        """`path` is normalized. Raises the 401/403/404/429 that ends the request here."""
+        route = self._routes.match(path)
+        if route is None:
+            raise NotFound("No route matches this path.")
+        mode = route.mode(method)
+        authenticator = self._authenticator
+        claims = authenticator.authenticate(authorization, mode)
+        user_id = None
+        if claims is not None:
+            await authenticator.authorize(claims, mode)
+            user_id = claims.user_id
+        if route.limits:
+            await self._limits.route(route.path, route.limits, self._client_ip(request), user_id)
+        return Admission(route, user_id)
 
-async def proxy(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    headers = request.headers
-    admission = await admit(request, request.method, request.raw_path, headers)
-    route = admission.route
-    forwarder = app[keys.FORWARDER]
-    limit = route.body_limit
-    if limit is not None and (request.content_length or 0) > limit:
-        raise PayloadTooLarge()
-    if headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # only now may the client send its body
-    req_id = app[keys.REQUEST_IDS](headers)
-    fields = upstream_request_fields(
-        request.raw_headers,
-        user_id=admission.user_id,
-        forward_authorization=route.forward_authorization,
-        peer=request.remote or "",
-        scheme=request.scheme,
-        req_id=req_id,
-    )
-    if is_upgrade(request):
-        return await relay_websocket(request, forwarder.session, route, admission.path_qs, as_text(fields))
-    return await forwarder.forward(request, route, admission.path_qs, fields, req_id)
-
-
-async def defer_continue(request: web.Request) -> None:
-    """The proxy's `Expect: 100-continue`: answered by `proxy` once the request is allowed, not before."""
-    if request.headers.get("Expect", "").lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text="Unknown Expect: " + request.headers.get("Expect", ""))
+    async def proxy(self, request: Request, reply: Reply, path: str) -> None:
+        headers = request.headers
+        admission = await self.admit(request, request.method, path, headers.get("Authorization"))
+        route = admission.route
+        limit = route.body_limit
+        if limit is not None and (request.body.length or 0) > limit:
+            raise PayloadTooLarge()
+        req_id = self._request_ids(headers.get("X-Request-Id"))
+        fields = upstream_request_fields(
+            headers.raw,
+            user_id=admission.user_id,
+            forward_authorization=route.forward_authorization,
+            peer=request.peer,
+            scheme=request.scheme,
+            req_id=req_id,
+        )
+        path_qs = f"{path}?{request.query}" if request.query else path
+        if is_upgrade(request):
+            await relay_websocket(request, reply, route, path_qs, fields)
+        else:
+            await self._forwarder.forward(request, reply, route, path_qs, fields, req_id)

@@ -11,16 +11,15 @@ configuration keeps serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 from dataclasses import replace
 
-from aiohttp import web
-
-from .app import create_app
+from .app import Gateway, open_gateway
 from .config import Config, ConfigError, load_config
-from .runner import GatewayRunner
+from .http.protocol import Connections, HttpProtocol
 
 log = logging.getLogger("gateway.server")
 
@@ -47,18 +46,27 @@ class Generation:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        access_log = logging.getLogger("gateway.access") if config.server.access_log else None
-        self.runner = GatewayRunner(create_app(config), access_log=access_log,
-                                    shutdown_timeout=config.server.shutdown_timeout)
+        self._resources = contextlib.AsyncExitStack()
+        self._connections = Connections()
+        self._server: asyncio.AbstractServer | None = None
+        self.gateway: Gateway | None = None
 
     async def start(self, sock: socket.socket) -> None:
-        await self.runner.setup()  # the app's start-up: stores, pools, the revocation list
+        # the gateway's start-up: stores, pools, the revocation list
+        self.gateway = gateway = await self._resources.enter_async_context(open_gateway(self.config))
         if not _listening(sock):
             sock.listen(1024)
-        await web.SockSite(self.runner, sock.dup()).start()
+        connections, server = self._connections, self.config.server
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: HttpProtocol(gateway.handle, connections, keepalive_timeout=server.keepalive_timeout,
+                                 log_access=server.access_log), sock=sock.dup())
 
     async def stop(self) -> None:
-        await self.runner.cleanup()  # stop accepting, drain in-flight requests, close pools
+        """Stop accepting, let the requests in flight finish (up to shutdown_timeout), then close the stores."""
+        if self._server is not None:
+            self._server.close()
+        await self._connections.drain(self.config.server.shutdown_timeout)
+        await self._resources.aclose()
 
 
 class Server:

@@ -11,11 +11,10 @@ import redis as sync_redis
 from aiohttp.test_utils import TestClient, TestServer
 
 import upstream_stub
-from gateway.app import create_app
 from gateway.config import Config
 from gateway.stores import schema
 from tests.factories import MOBILE, make_config
-from tests.servers import MariaDBProcess, RedisProcess
+from tests.servers import GatewayServer, MariaDBProcess, RedisProcess
 
 MYSQL_DATABASE = "toutiao_test"
 
@@ -126,7 +125,7 @@ def make_gateway(
         if config is None:
             kwargs = {**store_urls, **sections}
             config = make_config(str(upstream.make_url("")).rstrip("/"), **kwargs)
-        return await aiohttp_client(TestServer(create_app(config)))
+        return await aiohttp_client(GatewayServer(config))
 
     return make
 

@@ -4,14 +4,23 @@ Each lives in its own temporary folder so that a test can stop and restart it.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import BaseTestServer
+from aiohttp.web_runner import BaseRunner
+from yarl import URL
+
+from gateway.app import Gateway
+from gateway.config import Config
+from gateway.server import Generation, bind
 
 
 def free_port() -> int:
@@ -147,3 +156,46 @@ class SentinelProcess(_Process):
         self.proc = subprocess.Popen([self.binary, str(self.folder / "sentinel.conf"), "--sentinel"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
+
+
+class GatewayServer(BaseTestServer):
+    """A gateway listening on a free loopback port, as `gateway run` serves it, for aiohttp's TestClient."""
+
+    def __init__(self, config: Config, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self._generation: Generation | None = None
+
+    @property
+    def gateway(self) -> Gateway:
+        assert self._generation is not None and self._generation.gateway is not None
+        return self._generation.gateway
+
+    @property
+    def started(self) -> bool:
+        return self._generation is not None
+
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+        if self._generation is not None:
+            return
+        sock = bind(self.host, 0, reuse_port=False)
+        self.port = sock.getsockname()[1]
+        generation = Generation(self.config)
+        try:
+            await generation.start(sock)
+        except BaseException:
+            await generation.stop()
+            raise
+        finally:
+            sock.close()  # the generation serves on its own duplicate
+        self._generation = generation
+        self.scheme = "http"
+        self._root = URL(f"http://{self.host}:{self.port}")
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        raise NotImplementedError("the gateway serves with its own server")
+
+    async def close(self) -> None:
+        if self._generation is not None and not self._closed:
+            await self._generation.stop()
+            self._closed = True

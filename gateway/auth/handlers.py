@@ -4,105 +4,111 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import unquote
 
-from aiohttp import web
-
-from .. import keys
-from .. import client_ip
+from ..client_ip import ClientIp
+from ..config import Config
 from ..errors import BadRequest, Forbidden, Unauthorized
+from ..http.request import Request
+from ..http.response import Response, json_response
+from ..ratelimit import RateLimits
+from ..stores.codes import CodeStore
+from ..stores.users import UserStore
+from .authenticate import Authenticator
+from .login import Logins
 from .mobile import normalize_mobile
 from .passwords import MAX_PASSWORD_BYTES
-from .sessions import wrong_refresh_token
-from .tokens import Claims, InvalidToken, bearer_token
+from .sessions import Sessions, wrong_refresh_token
+from .sms import SmsSender
+from .tokens import Claims, InvalidToken, TokenService, bearer_token
 
 CODE = re.compile(r"\d{6}")
 MAX_JSON_BODY = 16 * 1024
 
 
-def reply(data: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
+class AuthEndpoints:
+    def __init__(self, config: Config, *, tokens: TokenService, logins: Logins, sessions: Sessions,
+                 authenticator: Authenticator, users: UserStore, codes: CodeStore, sms: SmsSender,
+                 limits: RateLimits, client_ip: ClientIp) -> None:
+        self._code_ttl = config.sms.code_ttl
+        self._jwks = json_response({"keys": [dict(key.public_jwk) for key in config.jwt.keys
+                                             if key.public_jwk is not None]},
+                                   headers={"Cache-Control": "public, max-age=300"})
+        self._tokens = tokens
+        self._logins = logins
+        self._sessions = sessions
+        self._authenticator = authenticator
+        self._users = users
+        self._codes = codes
+        self._sms = sms
+        self._limits = limits
+        self._client_ip = client_ip
 
+    async def send_code(self, request: Request, mobile_segment: str) -> Response:
+        mobile = normalize_mobile(unquote(mobile_segment))
+        if mobile is None:
+            raise BadRequest("mobile is not a valid mobile number.")
+        await self._limits.sms(self._client_ip(request), mobile)
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        await self._codes.put(mobile, code, self._code_ttl)
+        await self._sms.send(mobile, code)
+        return json_response({"mobile": mobile})
 
-def request_ip(request: web.Request) -> str:
-    return client_ip.request_ip(request, request.app[keys.CONFIG].server.trusted_proxies)
+    async def login(self, request: Request) -> Response:
+        body = await read_json(request)
+        ip = self._client_ip(request)
+        if "password" in body:
+            password = text_field(body, "password", MAX_PASSWORD_BYTES)
+            user = await self._logins.with_password(ip, login_subject(body), password)
+        else:
+            mobile = mobile_field(body)
+            code = body.get("code")
+            if code is None:
+                raise BadRequest("code is required.")
+            if not isinstance(code, str) or not CODE.fullmatch(code):
+                raise BadRequest("code must be 6 digits.")
+            user = await self._logins.with_code(ip, mobile, code)
+        pair = self._tokens.issue_pair(user.user_id)
+        return json_response({"token": pair.token, "refresh_token": pair.refresh_token}, status=201)
 
+    async def refresh(self, request: Request) -> Response:
+        claims = self._claims_or(request, wrong_refresh_token)
+        if not claims.refresh or self._authenticator.revoked(claims):
+            raise wrong_refresh_token()
+        user = await self._users.get_by_id(claims.user_id)
+        if user is None or not user.enabled:
+            raise Forbidden("User denied.")
+        await self._limits.refresh(self._client_ip(request), claims.user_id)
+        return json_response(await self._sessions.refresh(claims), status=201)
 
-async def send_code(request: web.Request) -> web.Response:
-    mobile = normalize_mobile(request.match_info["mobile"])
-    if mobile is None:
-        raise BadRequest("mobile is not a valid mobile number.")
-    app = request.app
-    await app[keys.RATE_LIMITS].sms(request_ip(request), mobile)
-    code = f"{secrets.randbelow(1_000_000):06d}"
-    await app[keys.CODES].put(mobile, code, app[keys.CONFIG].sms.code_ttl)
-    await app[keys.SMS].send(mobile, code)
-    return reply({"mobile": mobile})
+    async def logout(self, request: Request) -> Response:
+        """Ends the session of the refresh or access token presented; ending an ended one is not an error."""
+        claims = self._claims_or(request, _must_authorize)
+        await self._sessions.end(claims)
+        return Response(204)
 
+    async def jwks(self, request: Request) -> Response:
+        return self._jwks
 
-async def login(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    logins, ip = request.app[keys.LOGINS], request_ip(request)
-    if "password" in body:
-        password = text_field(body, "password", MAX_PASSWORD_BYTES)
-        user = await logins.with_password(ip, login_subject(body), password)
-    else:
-        mobile = mobile_field(body)
-        code = body.get("code")
-        if code is None:
-            raise BadRequest("code is required.")
-        if not isinstance(code, str) or not CODE.fullmatch(code):
-            raise BadRequest("code must be 6 digits.")
-        user = await logins.with_code(ip, mobile, code)
-    pair = request.app[keys.TOKENS].issue_pair(user.user_id)
-    return reply({"token": pair.token, "refresh_token": pair.refresh_token}, status=201)
-
-
-async def refresh(request: web.Request) -> web.Response:
-    app = request.app
-    claims = _claims_or(request, wrong_refresh_token)
-    if not claims.refresh or app[keys.AUTHENTICATOR].revoked(claims):
-        raise wrong_refresh_token()
-    user = await app[keys.USERS].get_by_id(claims.user_id)
-    if user is None or not user.enabled:
-        raise Forbidden("User denied.")
-    await app[keys.RATE_LIMITS].refresh(request_ip(request), claims.user_id)
-    return reply(await app[keys.SESSIONS].refresh(claims), status=201)
-
-
-async def logout(request: web.Request) -> web.Response:
-    """Ends the session of the refresh or access token presented; ending an ended one is not an error."""
-    claims = _claims_or(request, _must_authorize)
-    await request.app[keys.SESSIONS].end(claims)
-    return web.Response(status=204)
-
-
-async def jwks(request: web.Request) -> web.Response:
-    config = request.app[keys.CONFIG].jwt
-    keyset = [dict(key.public_jwk) for key in config.keys if key.public_jwk is not None]
-    response = reply({"keys": keyset})
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    def _claims_or(self, request: Request, error: Callable[[], Exception]) -> Claims:
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            raise error()
+        try:
+            return self._tokens.verify(token)
+        except InvalidToken:
+            raise error() from None
 
 
 def _must_authorize() -> Unauthorized:
     return Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="toutiao-gateway"'})
 
 
-def _claims_or(request: web.Request, error: Any) -> Claims:
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is None:
-        raise error()
-    try:
-        return request.app[keys.TOKENS].verify(token)
-    except InvalidToken:
-        raise error() from None
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+async def read_json(request: Request) -> dict[str, Any]:
+    if request.body.length is not None and request.body.length > MAX_JSON_BODY:
         raise BadRequest("Request body is too large.")
-    raw = await request.content.read(MAX_JSON_BODY + 1)
+    raw = await request.body.read_all(MAX_JSON_BODY)
     if len(raw) > MAX_JSON_BODY:
         raise BadRequest("Request body is too large.")
     try:

@@ -19,6 +19,7 @@ class ServerConfig:
     trusted_proxies: tuple[Network, ...] = ()
     workers: int = 1
     shutdown_timeout: float = 30.0
+    keepalive_timeout: float = 75.0  # an idle client connection, or one slow to send a whole head, is closed
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def check_workers(reader: Reader, config: Config) -> None:
 
 def server(reader: Reader, raw: Any) -> ServerConfig:
     block = reader.section(raw, "server", {"host", "port", "access_log", "log_level", "trusted_proxies", "workers",
-                                           "shutdown_timeout"})
+                                           "shutdown_timeout", "keepalive_timeout"})
     return ServerConfig(
         host=reader.string(block, "host", "server", "127.0.0.1") or "127.0.0.1",
         port=reader.integer(block, "port", "server", 8000, 0, 65535),
@@ -61,6 +61,7 @@ def server(reader: Reader, raw: Any) -> ServerConfig:
         trusted_proxies=networks(reader, block.get("trusted_proxies"), "server.trusted_proxies"),
         workers=reader.integer(block, "workers", "server", 1, 1, 32),
         shutdown_timeout=reader.duration(block, "shutdown_timeout", "server", 30.0, zero=True),
+        keepalive_timeout=reader.duration(block, "keepalive_timeout", "server", 75.0),
     )
 
 

@@ -20,14 +20,14 @@ import contextlib
 import logging
 from typing import Any, Mapping
 
-import aiohttp
-from aiohttp import web
-
 from ..config import UpstreamConfig
 from ..config.model import Timeouts
-from ..errors import BadGateway, BadRequest, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
+from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
+from ..http.body import BodyIncomplete, RequestBody
+from ..http.reply import Reply
+from ..http.request import Request
 from .balancer import Target
-from .headers import RawFields, client_response_headers
+from .headers import RawFields, client_response_fields
 from .route import Route
 from .transport import (
     BadResponse, ConnectFailed, ConnectTimeout, Connection, Disconnected, Pool, QueueTimeout, ReadTimeout, ResponseHead,
@@ -40,51 +40,40 @@ SMALL_BODY = 64 * 1024  # a body of known length up to this size is read first a
 
 
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession, upstreams: Mapping[str, UpstreamConfig]) -> None:
-        self.session = session  # for WebSocket handshakes and health checks
+    def __init__(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
         self.upstreams = {name: Upstream(cfg) for name, cfg in upstreams.items()}
-
-    @staticmethod
-    def make_session(upstreams: Mapping[str, UpstreamConfig]) -> aiohttp.ClientSession:
-        limit = sum(u.max_connections for u in upstreams.values()) or 100
-        connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=15, enable_cleanup_closed=True)
-        return aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                     skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
             upstream.close()
 
-    async def forward(self, request: web.Request, route: Route, path_qs: str, fields: RawFields,
-                      req_id: str) -> web.StreamResponse:
+    async def forward(self, request: Request, reply: Reply, route: Route, path_qs: str, fields: RawFields,
+                      req_id: str) -> None:
         upstream = route.upstream
         exchange = _Exchange(route, request, fields, path_qs)
         total = exchange.timeouts.total
-        response: web.StreamResponse | None = None
         try:
             async with asyncio.timeout(total) if total else contextlib.nullcontext():  # type: ignore[attr-defined]
                 try:
                     head = await exchange.send()
-                    response = _response_for(head, req_id)
-                    return await _relay(request, exchange, response)
+                    await _relay(reply, exchange, head, req_id)
                 finally:
                     exchange.finish()
         except TimeoutError:
-            if response is None or not response.prepared:
+            if not reply.started:
                 raise GatewayTimeout(f"Upstream {upstream.name} timed out.", extra=upstream.errors()) from None
-            _cut(request, "the route's total timeout")
-            return response
+            _cut(reply, "the route's total timeout")
 
 
 class _Exchange:
     """One request's attempts at one upstream, and the connection that answered."""
 
-    def __init__(self, route: Route, request: web.Request, fields: RawFields, path_qs: str) -> None:
+    def __init__(self, route: Route, request: Request, fields: RawFields, path_qs: str) -> None:
         self.upstream = route.upstream
         self.request = request
         self.timeouts = route.timeouts
         self.may_retry = route.may_retry(request.method)
-        self.body = _Body(request, route.body_limit)
+        self.body = _Body(request.body, route.body_limit)
         self._fields = fields  # without the client's framing: see _Body.framing
         self._path_qs = path_qs
         self.conn: Connection | None = None
@@ -248,11 +237,11 @@ class _BodyTooLarge(Exception):
 class _Body:
     """The client's request body: read whole when small (so it can be sent again), else streamed."""
 
-    def __init__(self, request: web.Request, limit: int | None) -> None:
-        self._content = request.content
+    def __init__(self, body: RequestBody, limit: int | None) -> None:
+        self._body = body
         self._limit = limit
-        self.length = request.content_length
-        self.exists = request.body_exists
+        self.length = body.length
+        self.exists = body.exists
         self.started = False  # a byte of a streamed body has been read from the client
         self.too_large = False
         self._data: bytes | None = None
@@ -271,16 +260,16 @@ class _Body:
         if not self.exists:
             self._data = b""
         elif self.length is not None and self.length <= SMALL_BODY:
-            try:
-                self._data = await self._content.readexactly(self.length)
-            except asyncio.IncompleteReadError:
-                raise BadRequest("Request body ended early.") from None
+            data = await self._body.read_all(self.length)
+            if len(data) != self.length:
+                raise BodyIncomplete()
+            self._data = data
         return self._data
 
     async def stream_to(self, conn: Connection, send_timeout: float) -> None:
         chunked = self.length is None
         seen = 0
-        async for chunk in self._content.iter_any():
+        while chunk := await self._body.read():
             seen += len(chunk)
             if self._limit is not None and seen > self._limit:
                 self.too_large = True
@@ -293,7 +282,7 @@ class _Body:
 
 
 def _request_head(method: str, path_qs: str, pool: Pool, fields: RawFields, framing: bytes) -> bytes:
-    # path_qs is the normalized path (ASCII) and the query as aiohttp decoded it: UTF-8 with surrogateescape.
+    # path_qs is the normalized path (ASCII) and the query as sent, decoded as UTF-8 with surrogateescape.
     lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), path_qs.encode("utf-8", "surrogateescape"),
                                                      pool.host_header)]
     lines.extend(b"%s: %s\r\n" % field for field in fields)
@@ -302,38 +291,30 @@ def _request_head(method: str, path_qs: str, pool: Pool, fields: RawFields, fram
     return b"".join(lines)
 
 
-def _response_for(head: ResponseHead, req_id: str) -> web.StreamResponse:
-    return web.StreamResponse(status=head.status, reason=head.reason or None,
-                              headers=client_response_headers(head.headers, req_id))
-
-
-def _cut(request: web.Request, why: str) -> None:
+def _cut(reply: Reply, why: str) -> None:
     """Too late for an error status: close the client's connection so it sees a truncated body."""
     log.warning("response cut off: %s", why)
-    if request.transport is not None:
-        request.transport.close()
+    reply.cut()
 
 
-async def _relay(request: web.Request, exchange: _Exchange, response: web.StreamResponse) -> web.StreamResponse:
+async def _relay(reply: Reply, exchange: _Exchange, head: ResponseHead, req_id: str) -> None:
     conn = exchange.conn
     assert conn is not None
+    fields, framed = client_response_fields(head.headers, req_id, reply.date())
     first = conn.read_nowait()  # what has already arrived; never waits
-    complete = conn.complete
-    # When body bytes are already here, the headers leave in the same write as
-    # they do (aiohttp's web.Response does the same); otherwise at once, so a
-    # slow or streaming upstream's client sees the status without delay.
-    response._send_headers_immediately = not (first or complete)
-    await response.prepare(request)
-    if complete:
-        await response.write_eof(first)
-        return response
+    reason = head.reason or b"-"
+    if conn.complete:  # the whole answer is here: one write, with a length when the upstream gave none
+        reply.start(head.status, reason, fields, length=None if framed else len(first), first=first, framed=framed)
+        reply.end()
+        return
+    # A streamed answer: the head leaves at once (with what body is here), so that a slow or streaming
+    # upstream's client sees the status without delay.
+    reply.start(head.status, reason, fields, length=None, first=first, framed=framed)
     try:
-        if first:
-            await response.write(first)
         while chunk := await conn.read():
-            await response.write(chunk)
+            reply.write(chunk)
+            await reply.drain()
     except (UpstreamError, BadResponse) as exc:
-        _cut(request, f"the upstream broke off ({type(exc).__name__})")
-        return response
-    await response.write_eof()
-    return response
+        _cut(reply, f"the upstream broke off ({type(exc).__name__})")
+        return
+    reply.end()

@@ -11,7 +11,6 @@ import os
 import re
 from typing import Iterable
 
-from multidict import CIMultiDict, CIMultiDictProxy
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -25,9 +24,10 @@ _REQUEST_DROP = HOP_BY_HOP | _OWN | IDENTITY
 _REQUEST_DROP_WITH_AUTH = _REQUEST_DROP | {"authorization"}
 _RESPONSE_DROP = HOP_BY_HOP | {"server"}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-SERVER = "toutiao-gateway"
 
 
+_RESPONSE_DROP_RAW = frozenset(name.encode() for name in _RESPONSE_DROP)
+_SEEN = {b"content-length": 1, b"x-request-id": 2, b"date": 4}
 _REQUEST_DROP_RAW = frozenset(name.encode() for name in _REQUEST_DROP)
 _REQUEST_DROP_WITH_AUTH_RAW = frozenset(name.encode() for name in _REQUEST_DROP_WITH_AUTH)
 RawFields = list[tuple[bytes, bytes]]
@@ -44,9 +44,8 @@ class RequestIds:
         self._prefix = os.urandom(8).hex()
         self._counter = itertools.count(1)
 
-    def __call__(self, headers: CIMultiDictProxy[str]) -> str:
+    def __call__(self, sent: str | None) -> str:
         """The client's X-Request-Id when it is sane, else a new one."""
-        sent = headers.get("X-Request-Id")
         if sent is not None and _REQUEST_ID.fullmatch(sent):
             return sent
         return f"{self._prefix}{next(self._counter):016x}"
@@ -93,23 +92,28 @@ def upstream_request_fields(
     return out
 
 
-def as_text(fields: RawFields) -> CIMultiDict[str]:
-    """For aiohttp's client (the WebSocket handshake); aiohttp's parser decodes field bytes the same way."""
-    return CIMultiDict((n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                       for n, v in fields)
-
-
-def client_response_headers(fields: list[tuple[str, str]], req_id: str) -> CIMultiDict[str]:
-    out: CIMultiDict[str] = CIMultiDict()
-    named: set[str] = set()
+def client_response_fields(fields: RawFields, req_id: str, date: bytes) -> tuple[bytes, bool]:
+    """The upstream's answer fields for the client, as header lines: hop-by-hop ones and those `Connection`
+    names dropped, Server replaced by the gateway's (the writer adds it), X-Request-Id and Date added when
+    missing. Also whether the upstream gave a Content-Length, which then frames the body as it did."""
+    named: set[bytes] = set()
+    kept: RawFields = []
+    have = 0  # bit 1: Content-Length, 2: X-Request-Id, 4: Date
     for name, value in fields:
         lowered = name.lower()
-        if lowered == "connection":
-            named.update(token.strip() for token in value.split(",") if token.strip())
-        elif lowered not in _RESPONSE_DROP:
-            out.add(name, value)
-    for name in named:
-        out.popall(name, None)  # case-insensitive, as the names Connection lists are
-    out["Server"] = SERVER
-    out.setdefault("X-Request-Id", req_id)
-    return out
+        if lowered == b"connection":
+            named |= _tokens(value)
+        elif lowered not in _RESPONSE_DROP_RAW:
+            kept.append((name, value))
+            have |= _SEEN.get(lowered, 0)
+    if named:
+        kept = [(name, value) for name, value in kept if name.lower() not in named]
+        have = 0
+        for name, _ in kept:
+            have |= _SEEN.get(name.lower(), 0)
+    lines = b"".join(b"%s: %s\r\n" % field for field in kept)
+    if not have & 2:
+        lines += b"X-Request-Id: %s\r\n" % req_id.encode()
+    if not have & 4:
+        lines += b"Date: %s\r\n" % date
+    return lines, bool(have & 1)

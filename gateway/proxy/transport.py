@@ -73,7 +73,7 @@ class BadResponse(UpstreamError):
 class ResponseHead:
     __slots__ = ("status", "reason", "headers")
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+    def __init__(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -89,8 +89,8 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._parser: Any = None
         self._head_only = False  # a HEAD request: the answer has no body whatever its headers say
-        self._reason = ""
-        self._headers: list[tuple[str, str]] = []
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
         self._head: asyncio.Future[ResponseHead] | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -154,13 +154,12 @@ class Connection(asyncio.Protocol):
             self.abort()
 
     def on_status(self, status: bytes) -> None:
-        self._reason = status.decode("utf-8", "surrogateescape")
+        self._reason = status
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._head_done:
             return  # a trailer of a chunked answer: not a header of the answer
-        # decoded as aiohttp decodes what it parses, so that its writer gives back the same bytes
-        self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -172,7 +171,7 @@ class Connection(asyncio.Protocol):
         self._keep_alive = self._parser.should_keep_alive()
         if not self._keep_alive:
             names = {name.lower() for name, _ in self._headers}
-            self._until_close = "content-length" not in names and "transfer-encoding" not in names
+            self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
         if self._head is not None and not self._head.done():
             self._head.set_result(head)
         if self._head_only:

@@ -1,95 +1,168 @@
-"""WebSockets: authenticated at the handshake like any request, then relayed frame by frame.
+"""WebSockets: authenticated at the handshake like any request, then a byte tunnel.
 
-The upstream handshake is made first; only when the upstream accepts does
-the client's connection switch protocols. An upgrade the upstream refuses is
-answered as an ordinary HTTP error, so the client's connection stays plain
-HTTP and its next request is authenticated afresh: no tunnel is ever opened
-that later requests could ride through unchecked. Close codes are passed on
-in both directions.
+The upstream handshake is made first, on a connection of its own; only when
+the upstream answers 101 does the client's connection switch protocols, and
+from then on bytes pass both ways as they are (frames, close codes and
+extensions are the two ends' business), with flow control each way. An
+upgrade the upstream refuses is answered as an ordinary HTTP error, so the
+client's connection stays plain HTTP and its next request is authenticated
+afresh: no tunnel is ever opened that later requests could ride through
+unchecked.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
+import httptools
 
 from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream
+from ..http.reply import ClientGone, Reply
+from ..http.request import Request
+from .headers import HOP_BY_HOP, RawFields
 from .route import Route
 
 log = logging.getLogger("gateway.proxy.websocket")
+_DROP_FROM_101 = frozenset(name.encode() for name in HOP_BY_HOP | {"server"})
 
 
-def is_upgrade(request: web.Request) -> bool:
-    return request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET"
+def is_upgrade(request: Request) -> bool:
+    return request.upgrade and request.method == "GET" and \
+        (request.headers.get("Upgrade") or "").lower() == "websocket"
 
 
-async def relay_websocket(request: web.Request, session: aiohttp.ClientSession, route: Route, path_qs: str,
-                          headers: CIMultiDict[str]) -> web.StreamResponse:
+async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs: str, fields: RawFields) -> None:
     upstream = route.upstream
     target = upstream.balancer.pick()
     if target is None:
         raise NoHealthyUpstream(extra=upstream.errors())
-    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-    forwarded = CIMultiDict((k, v) for k, v in headers.items() if not k.lower().startswith("sec-websocket-"))
+    pool = upstream.pools[target]
+    head = b"".join([b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                     % (path_qs.encode("utf-8", "surrogateescape"), pool.host_header),
+                     *(b"%s: %s\r\n" % field for field in fields), b"\r\n"])
+    loop = asyncio.get_running_loop()
+    side = _UpstreamSide(loop)
     timeouts = route.timeouts
     try:
         async with asyncio.timeout(timeouts.connect + (timeouts.first_byte or timeouts.read)):  # the handshake
-            upstream_ws = await session.ws_connect(
-                URL(target.url + path_qs, encoded=True), headers=forwarded, protocols=protocols, autoclose=False,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeouts.read),
-            )
-    except aiohttp.WSServerHandshakeError as exc:
-        log.info("upstream %s refused a WebSocket upgrade with %s", upstream.name, exc.status)
-        raise BadGateway(f"Upstream {upstream.name} refused the WebSocket upgrade.",
-                         extra={**upstream.errors(), "upstream_status": str(exc.status)}) from None
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+            await loop.create_connection(lambda: side, pool.host, pool.port)
+            side.write(head)
+            status = await side.status
+    except TimeoutError:
+        side.close()
         raise GatewayTimeout(f"Upstream {upstream.name} timed out.", extra=upstream.errors()) from None
-    except aiohttp.ClientError:
+    except (OSError, _Broken):
+        side.close()
         target.failed()
         raise BadGateway(f"Upstream {upstream.name} is unavailable.", extra=upstream.errors()) from None
+    if status != 101:
+        side.close()
+        log.info("upstream %s refused a WebSocket upgrade with %s", upstream.name, status)
+        raise BadGateway(f"Upstream {upstream.name} refused the WebSocket upgrade.",
+                         extra={**upstream.errors(), "upstream_status": str(status)})
     target.active += 1
     try:
-        client_ws = web.WebSocketResponse(protocols=[upstream_ws.protocol] if upstream_ws.protocol else (),
-                                          autoclose=False)
-        await client_ws.prepare(request)
-        await _pump_both(client_ws, upstream_ws)
-        return client_ws
+        lines = b"".join(b"%s: %s\r\n" % (name, value) for name, value in side.fields
+                         if name.lower() not in _DROP_FROM_101)
+        reply.start(101, b"Switching Protocols", b"Connection: Upgrade\r\nUpgrade: websocket\r\n" + lines,
+                    length=None, framed=True)
+        side.join(reply, reply.take_over(side.write, side.close, side.pause_reading))
+        await side.done
     finally:
         target.active -= 1
-        await upstream_ws.close()
+        side.close()
 
 
-async def _pump_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """Relay until either side closes, then close the other with the same code.
-
-    Only the pumps read; closing waits until both have stopped, because an
-    aiohttp close() racing a receive() in another task loses its code.
-    """
-    to_upstream = asyncio.create_task(_pump(client, upstream))
-    to_client = asyncio.create_task(_pump(upstream, client))
-    done, pending = await asyncio.wait({to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    finished = done.pop()
-    code = finished.result() if finished.exception() is None else aiohttp.WSCloseCode.INTERNAL_ERROR
-    first, second = (upstream, client) if finished is to_upstream else (client, upstream)
-    await first.close(code=code)
-    await second.close(code=code)
+class _Broken(Exception):
+    """The upstream's answer to the handshake could not be parsed, or the connection ended first."""
 
 
-async def _pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-                sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> int:
-    """Forward messages until the source closes; its close code."""
-    async for message in source:
-        if message.type == aiohttp.WSMsgType.TEXT:
-            await sink.send_str(message.data)
-        elif message.type == aiohttp.WSMsgType.BINARY:
-            await sink.send_bytes(message.data)
-        elif message.type == aiohttp.WSMsgType.ERROR:
-            return aiohttp.WSCloseCode.INTERNAL_ERROR
-    return source.close_code or aiohttp.WSCloseCode.OK
+class _UpstreamSide(asyncio.Protocol):
+    """The upstream's end of a tunnel: parses the handshake answer, then passes bytes to the client."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.status: asyncio.Future[int] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.fields: RawFields = []
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._client: Reply | None = None
+        self._early = b""  # bytes the upstream sent after its 101, before the client joined
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is not None:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                self._parser = None
+                self._early = data[exc.args[0]:]
+            except httptools.HttpParserError:
+                self._end(_Broken())
+            return
+        if self._client is None:
+            self._early += data
+            return
+        try:
+            self._client.send_raw(data)
+        except ClientGone:
+            self.close()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        status = self._parser.get_status_code()
+        if status < 200 and status != 101:
+            self.fields = []  # an interim answer: the real one follows
+        elif not self.status.done():
+            self.status.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(_Broken())
+        if self._client is not None:
+            self._client.close()
+
+    def pause_writing(self) -> None:
+        if self._client is not None:
+            self._client.pause_reading(True)
+
+    def resume_writing(self) -> None:
+        if self._client is not None:
+            self._client.pause_reading(False)
+
+    # -- the client's side ----------------------------------------------------------------------------
+    def join(self, client: Reply, client_early: bytes) -> None:
+        self._client = client
+        early, self._early = self._early, b""
+        if early:
+            client.send_raw(early)
+        if client_early:
+            self.write(client_early)
+
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def pause_reading(self, pause: bool) -> None:
+        """The client is slow to take what the upstream sends."""
+        if self._transport is not None and not self._transport.is_closing():
+            if pause:
+                self._transport.pause_reading()
+            else:
+                self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._end(_Broken())
+
+    def _end(self, error: Exception) -> None:
+        if not self.status.done():
+            self.status.set_exception(error)
+            self.status.exception()  # retrieved: nobody may be waiting any more
+        if not self.done.done():
+            self.done.set_result(None)

@@ -9,7 +9,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import keys
 from tests.factories import bearer, make_config, make_token
 from tests.servers import free_port, nginx_private_files, require_binary, wait_for_port
 from upstream_stub.app import RECEIVED
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 async def gateway(make_gateway: Any, upstream: TestServer) -> TestClient:
     config = make_config(str(upstream.make_url("")).rstrip("/"), server={"trusted_proxies": ["127.0.0.1"]})
     client = await make_gateway(config)
-    await client.server.app[keys.USERS].register(USER, "13900004242")
+    await client.server.gateway.users.register(USER, "13900004242")
     return client
 
 

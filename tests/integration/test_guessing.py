@@ -11,7 +11,6 @@ from typing import Any
 import yaml
 from aiohttp.test_utils import TestClient
 
-from gateway import keys
 from gateway.stores.users import STATUS_DISABLED
 from tests.factories import MOBILE, config_dict
 
@@ -141,7 +140,7 @@ async def test_password_failures_count_against_the_daily_limit(make_gateway: Any
 async def test_a_disabled_user_cannot_log_in_with_a_password(gateway: TestClient, login: Any,
                                                              store_urls: dict[str, str], tmp_path: Path) -> None:
     user_id = await with_password(gateway, login, store_urls, tmp_path)
-    await gateway.server.app[keys.USERS].set_status(user_id, STATUS_DISABLED)
+    await gateway.server.gateway.users.set_status(user_id, STATUS_DISABLED)
     resp = await gateway.post("/v1_0/authorizations", json={"mobile": MOBILE, "password": "correct horse battery"})
     assert resp.status == 403 and await resp.json() == {"message": "Invalid user."}
 

@@ -8,7 +8,6 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import keys
 from gateway.config import parse_config
 from tests.factories import SECRET, bearer, config_dict, make_token, pem_keys
 from upstream_stub.app import RECEIVED
@@ -30,7 +29,7 @@ async def keyed(make_gateway: Any, upstream: TestServer, tmp_path: Path) -> tupl
     ]}
     config = parse_config(raw, env={})
     client = await make_gateway(config)
-    await client.server.app[keys.USERS].register(42, "13900000042")
+    await client.server.gateway.users.register(42, "13900000042")
     return client, pems
 
 
@@ -41,7 +40,7 @@ async def test_jwks_serves_the_public_keys_only(keyed: tuple[TestClient, dict[st
     keyset = (await resp.json())["keys"]
     assert [(k["kid"], k["alg"], k["kty"]) for k in keyset] == [("es-2026", "ES256", "EC"), ("ed-old", "EdDSA", "OKP")]
     assert all("d" not in k for k in keyset)
-    token = client.server.app[keys.TOKENS].issue_pair(42).token
+    token = client.server.gateway.tokens.issue_pair(42).token
     public = jwt.PyJWK(keyset[0])  # an upstream verifies on its own with the published key
     assert jwt.decode(token, public.key, algorithms=["ES256"])["user_id"] == 42
 

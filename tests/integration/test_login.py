@@ -9,7 +9,6 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway import keys
 from gateway.stores.users import STATUS_DISABLED
 from tests.factories import MOBILE, SECRET, bearer, make_token
 
@@ -50,7 +49,7 @@ async def test_login_registers_a_new_user_and_issues_both_tokens(gateway: TestCl
     access = jwt.decode(body["token"], SECRET, algorithms=["HS256"])
     refresh = jwt.decode(body["refresh_token"], SECRET, algorithms=["HS256"])
     assert access["refresh"] is False and refresh["refresh"] is True
-    user = await gateway.server.app[keys.USERS].get_by_mobile(MOBILE)
+    user = await gateway.server.gateway.users.get_by_mobile(MOBILE)
     assert user is not None and user.user_id == access["user_id"] == refresh["user_id"]
     assert user.name == MOBILE and user.enabled
 
@@ -93,9 +92,8 @@ async def test_twenty_concurrent_first_logins_make_exactly_one_user(gateway: Tes
     body = {"mobile": mobile, "code": sms_codes(mobile)}
     responses = await asyncio.gather(*(gateway.post("/v1_0/authorizations", json=body) for _ in range(20)))
     assert sorted(r.status for r in responses) == [201] + [400] * 19
-    app = gateway.server.app
-    users = app[keys.USERS]
-    ids = app[keys.IDS]
+    users = gateway.server.gateway.users
+    ids = gateway.server.gateway.ids
     registered = await asyncio.gather(*(users.register(ids.next_id(), mobile) for _ in range(20)))
     assert len({u.user_id for u in registered}) == 1
 
@@ -128,7 +126,7 @@ async def test_unparseable_login_bodies(gateway: TestClient, raw: bytes) -> None
 async def test_a_disabled_user_cannot_log_in(gateway: TestClient, login: Any, sms_codes: Any) -> None:
     tokens = await login()
     user_id = jwt.decode(tokens["token"], SECRET, algorithms=["HS256"])["user_id"]
-    await gateway.server.app[keys.USERS].set_status(user_id, STATUS_DISABLED)
+    await gateway.server.gateway.users.set_status(user_id, STATUS_DISABLED)
     await gateway.get(f"/v1_0/sms/codes/{MOBILE}")
     resp = await gateway.post("/v1_0/authorizations", json={"mobile": MOBILE, "code": sms_codes(MOBILE)})
     assert resp.status == 403 and await resp.json() == {"message": "Invalid user."}
@@ -173,7 +171,7 @@ async def test_refresh_with_a_real_access_token_is_refused(gateway: TestClient, 
 async def test_a_disabled_user_cannot_refresh(gateway: TestClient, login: Any) -> None:
     tokens = await login()
     user_id = jwt.decode(tokens["token"], SECRET, algorithms=["HS256"])["user_id"]
-    await gateway.server.app[keys.USERS].set_status(user_id, STATUS_DISABLED)
+    await gateway.server.gateway.users.set_status(user_id, STATUS_DISABLED)
     resp = await gateway.put("/v1_0/authorizations", headers=bearer(tokens["refresh_token"]))
     assert resp.status == 403 and await resp.json() == {"message": "User denied."}
 
@@ -224,11 +222,11 @@ async def test_a_new_code_replaces_the_old_one(gateway: TestClient, sms_codes: A
 
 async def test_registration_writes_one_basic_and_one_profile_row(gateway: TestClient,
                                                                  store_urls: dict[str, str]) -> None:
-    await asyncio.gather(*(gateway.server.app[keys.USERS].register(gateway.server.app[keys.IDS].next_id(), MOBILE)
+    await asyncio.gather(*(gateway.server.gateway.users.register(gateway.server.gateway.ids.next_id(), MOBILE)
                            for _ in range(20)))
     rows = await count_rows(store_urls["database_url"])
     assert rows == {"user_basic": 1, "user_profile": 1}
-    user = await gateway.server.app[keys.USERS].get_by_mobile(MOBILE)
+    user = await gateway.server.gateway.users.get_by_mobile(MOBILE)
     assert user is not None and user.name == MOBILE and user.enabled
 
 

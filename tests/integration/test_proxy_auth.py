@@ -6,7 +6,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import keys
 from tests.factories import make_token
 from upstream_stub.app import RECEIVED
 
@@ -20,7 +19,7 @@ USER_ID = 4242
 @pytest.fixture(autouse=True)
 async def registered_user(gateway: TestClient) -> None:
     """Tokens below name this user; the gateway refuses tokens of users it does not know."""
-    await gateway.server.app[keys.USERS].register(USER_ID, "13900004242")
+    await gateway.server.gateway.users.register(USER_ID, "13900004242")
 TOKENS: dict[str, str | None] = {
     "none": None,
     "access": f"Bearer {make_token(USER_ID)}",

@@ -10,7 +10,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import upstream_stub
-from gateway import keys
 from tests.factories import make_config, make_token, raw_request
 from tests.servers import free_port
 from upstream_stub.app import RECEIVED
@@ -192,7 +191,7 @@ async def test_a_kept_alive_connection_closed_by_the_upstream_is_not_an_error(
 ) -> None:
     stub = await aiohttp_server(upstream_stub.create_app(), keepalive_timeout=0.2)
     client = await make_gateway(make_config(str(stub.make_url("")).rstrip("/")))
-    await client.server.app[keys.USERS].register(42, "13900000042")
+    await client.server.gateway.users.register(42, "13900000042")
     token = {"Authorization": f"Bearer {make_token(42)}"}
     for _ in range(3):
         assert (await client.get("/v1_0/echo/x", headers=token)).status == 200

@@ -101,14 +101,12 @@ async def test_route_limits_by_user_and_by_ip(make_gateway: Any, upstream: TestS
 
 async def test_two_instances_share_one_limit(aiohttp_client: Any, upstream: TestServer, real_redis_url: str,
                                              tmp_path: Any) -> None:
-    from aiohttp.test_utils import TestServer as Server
-
-    from gateway.app import create_app
+    from tests.servers import GatewayServer
 
     config = make_config(str(upstream.make_url("")).rstrip("/"), redis_url=real_redis_url,
                          database_url=f"sqlite:///{tmp_path}/gw.db", limits={"sms": [{"rate": "2/hour", "key": "ip"}]})
-    one = await aiohttp_client(Server(create_app(config)))
-    two = await aiohttp_client(Server(create_app(config)))
+    one = await aiohttp_client(GatewayServer(config))
+    two = await aiohttp_client(GatewayServer(config))
     assert (await one.get("/v1_0/sms/codes/13900000001")).status == 200
     assert (await two.get("/v1_0/sms/codes/13900000002")).status == 200
     await assert_limited(await one.get("/v1_0/sms/codes/13900000003"))

@@ -181,7 +181,7 @@ async def test_workers_share_a_port_restart_and_reload(tmp_path: Path, stub: str
 
 @pytest.mark.parametrize("request_bytes, status", [
     (b"GARBAGE\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"s3cret" * 4000 + b"\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"s3cret" * 4000 + b"\r\n\r\n", 431),
     (b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
 ])
 def test_unparseable_requests_get_json_and_no_versions(tmp_path: Path, stub: str, request_bytes: bytes,

@@ -13,8 +13,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import keys
-from gateway.app import create_app
+from tests.servers import GatewayServer
 from gateway.stores.users import STATUS_DISABLED
 from tests.factories import MOBILE, bearer, config_dict, make_config
 from tests.servers import RedisProcess
@@ -133,8 +132,8 @@ async def test_a_second_instance_sees_a_logout_within_five_seconds(
 ) -> None:
     config = make_config(str(upstream.make_url("")).rstrip("/"), redis_url=real_redis_url,
                          database_url=real_mysql_url)
-    one = await aiohttp_client(TestServer(create_app(config)))
-    two = await aiohttp_client(TestServer(create_app(config)))
+    one = await aiohttp_client(GatewayServer(config))
+    two = await aiohttp_client(GatewayServer(config))
     tokens = await login(client=one)
     assert (await profile(two, tokens["token"])).status == 200  # verified and cached on the second instance
     resp = await refresh(two, tokens["refresh_token"])  # and refresh works on the other instance
@@ -221,8 +220,8 @@ async def test_disabled_users_are_denied_on_protected_routes(gateway: TestClient
 
     tokens = await login()
     user_id = jwt.decode(tokens["token"], options={"verify_signature": False})["user_id"]
-    await gateway.server.app[keys.USERS].set_status(user_id, STATUS_DISABLED)
-    gateway.server.app[keys.AUTHENTICATOR].status.forget(user_id)
+    await gateway.server.gateway.users.set_status(user_id, STATUS_DISABLED)
+    gateway.server.gateway.authenticator.status.forget(user_id)
     resp = await profile(gateway, tokens["token"])
     assert resp.status == 403 and await resp.json() == {"message": "User denied."}
     resp = await gateway.get("/v1_0/articles", headers=bearer(tokens["token"]))
@@ -238,7 +237,7 @@ async def test_users_commands_take_an_id_or_an_account(gateway: TestClient, logi
     user_id = jwt.decode((await login())["token"], options={"verify_signature": False})["user_id"]
     await set_account(store_urls["database_url"], user_id, "reader01")
     config = write_config(tmp_path, store_urls)
-    users = gateway.server.app[keys.USERS]
+    users = gateway.server.gateway.users
     result = await asyncio.to_thread(users_command, config, "disable", str(user_id))
     assert result.returncode == 0, result.stderr
     assert not (await users.get_by_id(user_id)).enabled  # type: ignore[union-attr]
@@ -255,8 +254,8 @@ async def test_two_instances_one_redis_one_database(aiohttp_client: Any, upstrea
     config = make_config(str(upstream.make_url("")).rstrip("/"), redis_url=real_redis_url,
                          database_url=real_mysql_url, limits={"sms": [], "refresh": [{"rate": "3/minute",
                                                                                         "key": "user"}]})
-    one = await aiohttp_client(TestServer(create_app(config)))
-    two = await aiohttp_client(TestServer(create_app(config)))
+    one = await aiohttp_client(GatewayServer(config))
+    two = await aiohttp_client(GatewayServer(config))
     tokens = await login(client=one)
     statuses = [(await refresh(client, tokens["refresh_token"])).status for client in (two, one, two, one)]
     assert statuses == [201, 201, 201, 429]

@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import keys
 from tests.factories import bearer, make_token
 from upstream_stub.testing import WS_CLOSE_CODES
 
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 @pytest.fixture
 async def gateway(make_gateway: Any) -> TestClient:
     client = await make_gateway()
-    await client.server.app[keys.USERS].register(USER, "13900004242")
+    await client.server.gateway.users.register(USER, "13900004242")
     return client
 
 

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.proxy.headers import RequestIds, as_text, client_response_headers, upstream_request_fields
+from gateway.proxy.headers import RawFields, RequestIds, client_response_fields, upstream_request_fields
+
+
+def as_text(fields: RawFields) -> CIMultiDict[str]:
+    return CIMultiDict((n.decode(), v.decode()) for n, v in fields)
 
 
 def proxy(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
@@ -53,22 +57,31 @@ def test_forwarded_headers() -> None:
 
 def test_request_id_is_kept_when_sane_and_made_otherwise() -> None:
     request_id = RequestIds()
-    assert request_id(proxy(("X-Request-Id", "abc-123"))) == "abc-123"
-    made = request_id(proxy(("X-Request-Id", "bad id\"<>")))
+    assert request_id("abc-123") == "abc-123"
+    made = request_id("bad id\"<>")
     assert made != "bad id\"<>" and len(made) == 32
-    assert len({request_id(proxy()) for _ in range(1000)}) == 1000
-    assert request_id(proxy())[:16] != RequestIds()(proxy())[:16]  # each process has its own prefix
+    assert len({request_id(None) for _ in range(1000)}) == 1000
+    assert request_id(None)[:16] != RequestIds()(None)[:16]  # each process has its own prefix
+
+
+def response_lines(*pairs: tuple[str, str]) -> tuple[list[str], bool]:
+    lines, framed = client_response_fields([(n.encode(), v.encode()) for n, v in pairs], "rid", b"DATE")
+    return lines.decode().split("\r\n")[:-1], framed
 
 
 def test_response_headers() -> None:
-    out = client_response_headers([("Server", "nginx/1.2"), ("Connection", "close, X-Hop"), ("X-Hop", "1"),
-                                   ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Location", "/x")], "rid")
-    assert out["Server"] == "toutiao-gateway"
-    assert out.getall("Set-Cookie") == ["a=1", "b=2"]
-    assert "X-Hop" not in out and "Connection" not in out
-    assert out["Location"] == "/x" and out["X-Request-Id"] == "rid"
-    kept = client_response_headers([("x-request-id", "upstream-id")], "rid")
-    assert kept.getall("X-Request-Id") == ["upstream-id"]
+    out, framed = response_lines(("Server", "nginx/1.2"), ("Connection", "close, X-Hop"), ("X-Hop", "1"),
+                                 ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Location", "/x"),
+                                 ("Transfer-Encoding", "chunked"))
+    assert out == ["Set-Cookie: a=1", "Set-Cookie: b=2", "Location: /x", "X-Request-Id: rid", "Date: DATE"]
+    assert not framed
+    kept, framed = response_lines(("x-request-id", "upstream-id"), ("date", "then"), ("Content-Length", "5"))
+    assert kept == ["x-request-id: upstream-id", "date: then", "Content-Length: 5"] and framed
+
+
+def test_a_length_that_connection_names_is_dropped() -> None:
+    out, framed = response_lines(("Connection", "content-length"), ("Content-Length", "5"))
+    assert out == ["X-Request-Id: rid", "Date: DATE"] and not framed
 
 
 def test_the_clients_framing_never_reaches_the_upstream() -> None:

@@ -1,0 +1,416 @@
+"""One client connection: HTTP/1.1 parsed by llhttp, one request handled at a time.
+
+Pipelined requests wait their turn (reading pauses meanwhile). A request
+that llhttp refuses, or whose head is too large, gets its JSON error once
+the requests before it are answered, and the connection closes. A
+connection idle for `keepalive_timeout`, or that has not sent a whole head
+in that time, is closed. Closing after an answer whose request body was not
+read lingers: the write side is shut and what the client still sends is
+read and dropped for a moment, so that its unread bytes do not turn into a
+reset that destroys the answer before the client reads it.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from email.utils import formatdate
+from typing import Awaitable, Callable
+
+import httptools
+
+from ..errors import BadRequest, ExpectationFailed, GatewayError, HeadersTooLarge, InternalError, UriTooLong
+from .body import RequestBody
+from .reply import ClientGone, Reply
+from .request import Headers, RawFields, Request
+from .response import error_response
+
+log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+
+Handler = Callable[[Request, Reply], Awaitable[None]]
+LINGER = 2.0  # seconds to read and drop what a client still sends after its answer
+MAX_FIELD = 16 * 1024  # one header field, or the request-target
+MAX_HEAD = 64 * 1024  # the whole head
+
+
+class _Refused(Exception):
+    """Raised from an llhttp callback: the request is refused with the error set beside it."""
+
+
+class Connections:
+    """The open connections of one server, for draining, and the Date field, made once a second."""
+
+    def __init__(self) -> None:
+        self.open: set[HttpProtocol] = set()
+        self.closing = False
+        self._second = -1
+        self._date = b""
+        self._empty: asyncio.Event | None = None
+
+    def date(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._date = now, formatdate(now, usegmt=True).encode()
+        return self._date
+
+    def closed(self, conn: HttpProtocol) -> None:
+        self.open.discard(conn)
+        if not self.open and self._empty is not None:
+            self._empty.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Idle connections close now, busy ones after their answer; those left after `timeout` are cut."""
+        self.closing = True
+        self._empty = asyncio.Event()
+        for conn in list(self.open):
+            conn.shutdown()
+        if self.open:
+            try:
+                await asyncio.wait_for(self._empty.wait(), timeout)
+            except TimeoutError:
+                pass
+        for conn in list(self.open):
+            conn.abort()
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, handler: Handler, connections: Connections, *, scheme: str = "http",
+                 keepalive_timeout: float = 75.0, log_access: bool = False) -> None:
+        self._handler = handler
+        self.connections = connections
+        self._scheme = scheme
+        self._keepalive_timeout = keepalive_timeout
+        self._log_access = log_access
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._peer = ""
+        self._parser: httptools.HttpRequestParser | None = None
+        self._url: list[bytes] = []
+        self._fields: RawFields = []
+        self._head_size = 0
+        self._length: int | None = None
+        self._chunked = False
+        self._expect: bytes | None = None
+        self._refusal: GatewayError | None = None
+        self._body: RequestBody | None = None  # the body being parsed
+        self._queue: collections.deque[Request | GatewayError] = collections.deque()
+        self._busy = False  # a request is being handled
+        self._after_upgrade: bytes | None = None  # bytes after a request that asked to switch protocols
+        self._last: Request | None = None  # the request parsed last
+        self._upgrading: Request | None = None  # the request after which llhttp stopped: it asked to upgrade
+        self._tunnel: tuple[Callable[[bytes], None], Callable[[], None], Callable[[bool], None]] | None = None
+        self._paused = 0  # bit 1: body buffer full, 2: requests queued, 4: upgrade pending, 8: tunnel
+        self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.closing = False
+        self.closed = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if peer else ""
+        self._parser = httptools.HttpRequestParser(self)
+        self.connections.open.add(self)
+        self.closing = self.connections.closing
+        self._idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel[0](data)
+        elif self._after_upgrade is not None:
+            self._after_upgrade += data
+        elif self._parser is not None:
+            self._feed(data)
+        # else: lingering before close, or after a refusal: dropped
+
+    def eof_received(self) -> bool | None:
+        if self._tunnel is not None:
+            self._tunnel[1]()
+        return None  # close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.connections.closed(self)
+        self._cancel_timer()
+        if self._body is not None:
+            self._body.fail()
+        for queued in self._queue:
+            if isinstance(queued, Request):
+                queued.body.fail()
+        self._queue.clear()
+        if self._tunnel is not None:
+            self._tunnel[1]()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        if self._drain is None:
+            self._drain = self._loop.create_future()
+        if self._tunnel is not None:
+            self._tunnel[2](True)
+
+    def resume_writing(self) -> None:
+        self._wake_writer()
+        if self._tunnel is not None:
+            self._tunnel[2](False)
+
+    # -- parsing ------------------------------------------------------------------------------------
+    def _feed(self, data: bytes) -> None:
+        assert self._parser is not None
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._parser = None
+            self._after_upgrade = data[exc.args[0]:]
+            self._upgrading = self._last
+            self._pause(4, True)
+        except httptools.HttpParserError as exc:
+            refusal, self._refusal = self._refusal, None
+            log.info("unparseable request from %s: %s", self._peer,
+                     type(refusal).__name__ if refusal is not None else type(exc).__name__)
+            self._refuse(refusal or BadRequest())
+
+    def on_message_begin(self) -> None:
+        self._url = []
+        self._fields = []
+        self._head_size = 0
+        self._length = None
+        self._chunked = False
+        self._expect = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._grow(len(url), UriTooLong)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow(len(name) + len(value), HeadersTooLarge)
+        self._fields.append((name, value))
+        lowered = name.lower()
+        if lowered == b"content-length":
+            try:
+                self._length = int(value)  # llhttp refuses two that differ, and forwarded is this number
+            except ValueError:
+                self._refusal = BadRequest("Invalid Content-Length.")
+                raise _Refused() from None
+        elif lowered == b"transfer-encoding":
+            # RFC 9112 §6.1: chunked is the one coding a request body may have, and it comes last; a
+            # value the gateway would read one way and an upstream another is refused.
+            if value.strip().lower() != b"chunked":
+                self._refusal = BadRequest("Transfer-Encoding other than chunked is not supported.")
+                raise _Refused()
+            self._chunked = True
+        elif lowered == b"expect":
+            self._expect = value.strip().lower()
+
+    def _grow(self, size: int, error: type[GatewayError]) -> None:
+        self._head_size += size
+        if size > MAX_FIELD or self._head_size > MAX_HEAD:
+            self._refusal = error()
+            raise _Refused()
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        self._cancel_timer()
+        version = parser.get_http_version()
+        exists = self._chunked or bool(self._length)
+        go_on = None
+        if self._expect is not None:
+            if self._expect != b"100-continue":
+                self._refusal = ExpectationFailed()
+                raise _Refused()
+            if version == "1.1" and exists:
+                go_on = self._continue
+        self._body = body = RequestBody(length=None if self._chunked else self._length, exists=exists,
+                                        pause=self._pause_for_body, go_on=go_on)
+        request = Request(parser.get_method().decode("ascii"),
+                          b"".join(self._url).decode("utf-8", "surrogateescape"), version,
+                          Headers(self._fields), self._peer, self._scheme, body,
+                          keep_alive=parser.should_keep_alive(), upgrade=parser.should_upgrade())
+        self._last = request
+        if self._busy:
+            self._queue.append(request)
+            self._pause(2, True)
+        else:
+            self._start(request)
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is not None:
+            self._body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._body is not None:
+            self._body.end()
+            self._body = None
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Stop reading requests; answer `error` once the requests before it are answered, then close."""
+        self._parser = None
+        if self._body is not None:
+            self._body.fail()
+            self._body = None
+        if self._busy:
+            self._queue.append(error)
+        else:
+            self._answer_refusal(error)
+
+    def _answer_refusal(self, error: GatewayError) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        request = Request("GET", "/", "1.1", Headers([]), self._peer, self._scheme,
+                          RequestBody(length=None, exists=False, pause=self._pause_for_body),
+                          keep_alive=False, upgrade=False)
+        Reply(self, request).send(error_response(error))
+        self.transport.close()
+
+    # -- handling -----------------------------------------------------------------------------------
+    def _start(self, request: Request) -> None:
+        self._busy = True
+        self._loop.create_task(self._run(request, Reply(self, request)))
+
+    async def _run(self, request: Request, reply: Reply) -> None:
+        try:
+            await self._handler(request, reply)
+        except ClientGone:
+            log.debug("client went away during %s %s", request.method, request.path)
+        except GatewayError as error:
+            self._fail(reply, error)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            self._fail(reply, InternalError())
+        finally:
+            self._done(request, reply)
+
+    def _fail(self, reply: Reply, error: GatewayError) -> None:
+        if self.closed:
+            return
+        if reply.started:
+            reply.cut()
+        else:
+            reply.send(error_response(error))
+
+    def _done(self, request: Request, reply: Reply) -> None:
+        self._busy = False
+        if self._log_access:
+            access_log.info('%s "%s %s HTTP/%s" %d %d', self._peer, request.method, request.path,
+                            request.version, reply.status, reply.sent)
+        if reply.took_over or self.closed:
+            return
+        if not reply.finished:
+            reply.cut()  # a handler that neither answered nor failed: the answer is unusable
+            return
+        if not reply.keep_alive:
+            self._close(lingering=not request.body.complete)
+            return
+        if request is self._upgrading:  # the upgrade was not made: the connection stays HTTP
+            leftover, self._after_upgrade, self._upgrading = self._after_upgrade or b"", None, None
+            self._parser = httptools.HttpRequestParser(self)
+            self._pause(4, False)
+            if leftover:
+                self._feed(leftover)
+            if self._busy:
+                return
+        self._next()
+
+    def _next(self) -> None:
+        while self._queue:
+            queued = self._queue.popleft()
+            if isinstance(queued, GatewayError):
+                self._answer_refusal(queued)
+                return
+            if not self._queue:
+                self._pause(2, False)
+            self._start(queued)
+            return
+        if self.closing:
+            self._close(lingering=False)
+        else:
+            self._idle()
+
+    def _close(self, *, lingering: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._parser = None
+        self._after_upgrade = None
+        if lingering and transport.can_write_eof():
+            transport.write_eof()
+            self._pause(0xFF, False)
+            self._timer = self._loop.call_later(LINGER, transport.close)
+        else:
+            transport.close()
+
+    # -- timers and flow control --------------------------------------------------------------------
+    def _idle(self) -> None:
+        self._cancel_timer()
+        self._timer = self._loop.call_later(self._keepalive_timeout, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        if not self._busy and self.transport is not None:
+            self.transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _pause(self, reason: int, on: bool) -> None:
+        before = self._paused
+        self._paused = before | reason if on else before & ~reason
+        if self.transport is None or self.transport.is_closing() or bool(before) == bool(self._paused):
+            return
+        if self._paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def _pause_for_body(self, on: bool) -> None:
+        self._pause(1, on)
+
+    def pause_for_tunnel(self, on: bool) -> None:
+        self._pause(8, on)
+
+    def _continue(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # -- for Reply --------------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            raise ClientGone()
+        transport.write(data)
+
+    async def drain(self) -> None:
+        if self._drain is not None:
+            await asyncio.shield(self._drain)
+        if self.closed:
+            raise ClientGone()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Draining: close when idle, else after the answer under way."""
+        self.closing = True
+        if not self._busy and not self._queue:
+            self._close(lingering=False)
+
+    def tunnel(self, received: Callable[[bytes], None], closed: Callable[[], None],
+               paused: Callable[[bool], None]) -> bytes:
+        self._tunnel = (received, closed, paused)
+        leftover, self._after_upgrade, self._upgrading = self._after_upgrade or b"", None, None
+        self._pause(4, False)
+        return leftover
+
+    def _wake_writer(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
