@@ -89,6 +89,7 @@ class HttpProtocol(asyncio.Protocol):
         self._parser: httptools.HttpRequestParser | None = None
         self._url: list[bytes] = []
         self._fields: RawFields = []
+        self._first: dict[bytes, bytes] = {}  # the first value of each field, by lowercase name
         self._head_size = 0
         self._length: int | None = None
         self._chunked = False
@@ -104,6 +105,7 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = 0  # bit 1: body buffer full, 2: requests queued, 4: upgrade pending, 8: tunnel
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._waiting_since: float | None = None  # when the connection began to wait for a request head
         self.closing = False
         self.closed = False
 
@@ -175,6 +177,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = []
         self._fields = []
+        self._first = {}
         self._head_size = 0
         self._length = None
         self._chunked = False
@@ -188,6 +191,8 @@ class HttpProtocol(asyncio.Protocol):
         self._grow(len(name) + len(value), HeadersTooLarge)
         self._fields.append((name, value))
         lowered = name.lower()
+        if lowered not in self._first:
+            self._first[lowered] = value
         if lowered == b"content-length":
             try:
                 self._length = int(value)  # llhttp refuses two that differ, and forwarded is this number
@@ -213,7 +218,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         assert parser is not None
-        self._cancel_timer()
+        self._waiting_since = None
         version = parser.get_http_version()
         exists = self._chunked or bool(self._length)
         go_on = None
@@ -227,7 +232,7 @@ class HttpProtocol(asyncio.Protocol):
                                         pause=self._pause_for_body, go_on=go_on)
         request = Request(parser.get_method().decode("ascii"),
                           b"".join(self._url).decode("utf-8", "surrogateescape"), version,
-                          Headers(self._fields), self._peer, self._scheme, body,
+                          Headers(self._fields, self._first), self._peer, self._scheme, body,
                           keep_alive=parser.should_keep_alive(), upgrade=parser.should_upgrade())
         self._last = request
         if self._busy:
@@ -338,18 +343,29 @@ class HttpProtocol(asyncio.Protocol):
         if lingering and transport.can_write_eof():
             transport.write_eof()
             self._pause(0xFF, False)
+            self._cancel_timer()
             self._timer = self._loop.call_later(LINGER, transport.close)
         else:
             transport.close()
 
     # -- timers and flow control --------------------------------------------------------------------
     def _idle(self) -> None:
-        self._cancel_timer()
-        self._timer = self._loop.call_later(self._keepalive_timeout, self._idle_timeout)
+        """Wait for the next request head. One timer per connection, moved on lazily when it fires (a
+        timer per request costs more than the rest of a request's bookkeeping)."""
+        self._waiting_since = now = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(now + self._keepalive_timeout, self._check_idle)
 
-    def _idle_timeout(self) -> None:
-        if not self._busy and self.transport is not None:
-            self.transport.close()
+    def _check_idle(self) -> None:
+        self._timer = None
+        since = self._waiting_since
+        if since is None:  # a request is being handled: wait for it and for the next head
+            self._timer = self._loop.call_later(self._keepalive_timeout, self._check_idle)
+        elif self._loop.time() - since >= self._keepalive_timeout:
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self._timer = self._loop.call_at(since + self._keepalive_timeout, self._check_idle)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

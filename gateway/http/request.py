@@ -7,31 +7,30 @@ RawFields = list[tuple[bytes, bytes]]
 
 
 class Headers:
-    """The client's header fields in order, as bytes, with a case-insensitive look-up of the text values
-    (decoded as UTF-8 with surrogateescape, so that nothing is lost). The index is built on first use."""
+    """The client's header fields in order, as bytes, and the first value of each name by its lowercase
+    name (made by the server while it parses). Text values are decoded as UTF-8 with surrogateescape, so
+    that nothing is lost."""
 
-    __slots__ = ("raw", "_index")
+    __slots__ = ("raw", "_first")
 
-    def __init__(self, raw: RawFields) -> None:
+    def __init__(self, raw: RawFields, first: dict[bytes, bytes] | None = None) -> None:
         self.raw = raw
-        self._index: dict[str, list[str]] | None = None
-
-    def _build(self) -> dict[str, list[str]]:
-        index: dict[str, list[str]] = {}
-        for name, value in self.raw:
-            index.setdefault(name.decode("latin-1").lower(), []).append(value.decode("utf-8", "surrogateescape"))
-        self._index = index
-        return index
+        if first is None:
+            first = {}
+            for name, value in raw:
+                first.setdefault(name.lower(), value)
+        self._first = first
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        values = (self._index or self._build()).get(name.lower())
-        return values[0] if values else default
+        value = self._first.get(name.lower().encode("latin-1"))
+        return value.decode("utf-8", "surrogateescape") if value is not None else default
 
     def getall(self, name: str) -> list[str]:
-        return list((self._index or self._build()).get(name.lower(), ()))
+        wanted = name.lower().encode("latin-1")
+        return [value.decode("utf-8", "surrogateescape") for field, value in self.raw if field.lower() == wanted]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in (self._index or self._build())
+        return isinstance(name, str) and name.lower().encode("latin-1") in self._first
 
 
 class Request:

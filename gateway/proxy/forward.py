@@ -21,7 +21,6 @@ import logging
 from typing import Any, Mapping
 
 from ..config import UpstreamConfig
-from ..config.model import Timeouts
 from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
 from ..http.body import BodyIncomplete, RequestBody
 from ..http.reply import Reply
@@ -80,7 +79,6 @@ class _Exchange:
         self._pool: Pool | None = None
         self._target: Target | None = None
         self._sender: asyncio.Task[None] | None = None
-        self._deadline: _ReadDeadline | None = None
 
     async def send(self) -> ResponseHead:
         balancer = self.upstream.balancer
@@ -114,7 +112,6 @@ class _Exchange:
         head = _request_head(self.request.method, self._path_qs, pool, self._fields, self.body.framing)
         small = await self.body.small()
         conn.write(head + small if small is not None else head)
-        self._deadline = _ReadDeadline(conn, self.timeouts)
         if small is None and self.body.exists:
             self._sender = asyncio.ensure_future(self.body.stream_to(conn, self.timeouts.read))
             self._sender.add_done_callback(self._body_sent)
@@ -123,18 +120,15 @@ class _Exchange:
             if self._sender.done() and (error := self._sender.exception()) is not None:
                 raise error
         else:
-            self._deadline.request_sent()
+            conn.watch(self.timeouts.read, self.timeouts.first_byte)
         return await conn.head
 
     def _body_sent(self, sender: asyncio.Future[None]) -> None:
-        if self._deadline is not None and not sender.cancelled() and sender.exception() is None:
-            self._deadline.request_sent()
+        if self.conn is not None and not sender.cancelled() and sender.exception() is None:
+            self.conn.watch(self.timeouts.read, self.timeouts.first_byte)
 
     def finish(self) -> None:
         """Give the connection back to its pool (or close it); the exchange is over."""
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
         sender, self._sender = self._sender, None
         if sender is not None and (not sender.done() or sender.cancelled() or sender.exception() is not None):
             # The upstream answered before taking the whole body, or sending it failed: part of a request
@@ -183,51 +177,6 @@ class _Exchange:
             log.warning("upstream %s failed: %s", self.upstream.name, type(exc).__name__)
             return BadGateway(f"Upstream {self.upstream.name} is unavailable.", extra=extra)
         return exc
-
-
-class _ReadDeadline:
-    """The first-byte and read timeouts of one exchange, on one timer moved on lazily, not reset per read.
-
-    Both start once the whole request is sent (an upload's time is not the upstream's to answer in), and
-    time spent waiting for a slow client (reading paused) does not count against the upstream."""
-
-    def __init__(self, conn: Connection, timeouts: Timeouts) -> None:
-        self._conn = conn
-        self._read = timeouts.read
-        self._first_byte = timeouts.first_byte
-        self._loop = asyncio.get_running_loop()
-        self._first_byte_due = float("inf")
-        self._handle: asyncio.TimerHandle | None = None
-
-    def request_sent(self) -> None:
-        now = self._conn.last_read = self._loop.time()
-        if self._first_byte is not None:
-            self._first_byte_due = now + self._first_byte
-        self._schedule()
-
-    def _schedule(self) -> None:
-        due = self._conn.last_read + self._read
-        if not self._conn.received:
-            due = min(due, self._first_byte_due)
-        self._handle = self._loop.call_at(due, self._check)
-
-    def _check(self) -> None:
-        conn = self._conn
-        if conn.complete or conn.closed:
-            return
-        now = self._loop.time()
-        if conn.paused:
-            conn.last_read = now
-        if not conn.received and now >= self._first_byte_due:
-            conn.time_out("first byte")
-        elif now - conn.last_read >= self._read:
-            conn.time_out("read")
-        else:
-            self._schedule()
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
 
 
 class _BodyTooLarge(Exception):

@@ -26,8 +26,10 @@ _RESPONSE_DROP = HOP_BY_HOP | {"server"}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
-_RESPONSE_DROP_RAW = frozenset(name.encode() for name in _RESPONSE_DROP)
-_SEEN = {b"content-length": 1, b"x-request-id": 2, b"date": 4}
+_HAS_LENGTH, _HAS_REQUEST_ID, _HAS_DATE, _DROP = 1, 2, 4, 8
+_RESPONSE_FIELD = {name.encode(): _DROP for name in _RESPONSE_DROP} | {
+    b"content-length": _HAS_LENGTH, b"x-request-id": _HAS_REQUEST_ID, b"date": _HAS_DATE}
+_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive"})  # dropped with Connection itself
 _REQUEST_DROP_RAW = frozenset(name.encode() for name in _REQUEST_DROP)
 _REQUEST_DROP_WITH_AUTH_RAW = frozenset(name.encode() for name in _REQUEST_DROP_WITH_AUTH)
 RawFields = list[tuple[bytes, bytes]]
@@ -96,24 +98,22 @@ def client_response_fields(fields: RawFields, req_id: str, date: bytes) -> tuple
     """The upstream's answer fields for the client, as header lines: hop-by-hop ones and those `Connection`
     names dropped, Server replaced by the gateway's (the writer adds it), X-Request-Id and Date added when
     missing. Also whether the upstream gave a Content-Length, which then frames the body as it did."""
+    parts: list[bytes] = []
+    have = 0
     named: set[bytes] = set()
-    kept: RawFields = []
-    have = 0  # bit 1: Content-Length, 2: X-Request-Id, 4: Date
     for name, value in fields:
-        lowered = name.lower()
-        if lowered == b"connection":
-            named |= _tokens(value)
-        elif lowered not in _RESPONSE_DROP_RAW:
-            kept.append((name, value))
-            have |= _SEEN.get(lowered, 0)
-    if named:
-        kept = [(name, value) for name, value in kept if name.lower() not in named]
-        have = 0
-        for name, _ in kept:
-            have |= _SEEN.get(name.lower(), 0)
-    lines = b"".join(b"%s: %s\r\n" % field for field in kept)
-    if not have & 2:
-        lines += b"X-Request-Id: %s\r\n" % req_id.encode()
-    if not have & 4:
-        lines += b"Date: %s\r\n" % date
-    return lines, bool(have & 1)
+        kind = _RESPONSE_FIELD.get(name.lower(), 0)
+        if kind == _DROP:
+            if name.lower() == b"connection":
+                named |= _tokens(value) - _CONNECTION_OPTIONS
+            continue
+        have |= kind
+        parts += (name, b": ", value, b"\r\n")
+    if named:  # rare: fields the upstream meant for this hop only
+        named.add(b"connection")
+        return client_response_fields([(n, v) for n, v in fields if n.lower() not in named], req_id, date)
+    if not have & _HAS_REQUEST_ID:
+        parts += (b"X-Request-Id: ", req_id.encode(), b"\r\n")
+    if not have & _HAS_DATE:
+        parts += (b"Date: ", date, b"\r\n")
+    return b"".join(parts), bool(have & _HAS_LENGTH)

@@ -107,6 +107,13 @@ class Connection(asyncio.Protocol):
         self.received = False  # a byte of the current answer has come back
         self.closed = False
         self.last_read = 0.0
+        # The read and first-byte timeouts, watched by one timer per connection that is moved on lazily
+        # when it fires (not reset per read, nor made per exchange).
+        self._read_timeout = 0.0
+        self._first_byte_due = float("inf")
+        self._watching = False  # the request is sent: the upstream's time to answer runs
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = float("inf")
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -128,6 +135,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_timer()
         if self._until_close and not self.complete and exc is None:
             self._finish()  # a body with neither a length nor chunks ends with the connection (RFC 9112 §6.3)
         if not self.complete:
@@ -214,6 +222,7 @@ class Connection(asyncio.Protocol):
         self._active = True
         self.complete = self.received = False
         self.last_read = self._loop.time()
+        self._watching = False
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
@@ -272,12 +281,53 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.resume_reading()
 
+    def watch(self, read: float, first_byte: float | None) -> None:
+        """The request is sent: from now on the upstream has `first_byte` seconds to begin its answer and
+        `read` seconds for each next piece. Time the client makes it wait (reading paused) does not count,
+        nor does the time an upload takes."""
+        now = self.last_read = self._loop.time()
+        self._read_timeout = read
+        self._first_byte_due = now + first_byte if first_byte is not None else float("inf")
+        self._watching = True
+        due = min(now + read, self._first_byte_due)
+        if due < self._timer_due:
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = self._loop.call_at(due, self._check_deadlines)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_due = float("inf")
+
+    def _check_deadlines(self) -> None:
+        self._timer = None
+        self._timer_due = float("inf")
+        if not self._active or self.closed or not self._watching:
+            return  # idle, or the request is still being sent: watch() arms the timer again
+        now = self._loop.time()
+        if self.paused:
+            self.last_read = now
+        if not self.received and now >= self._first_byte_due:
+            self.time_out("first byte")
+        elif now - self.last_read >= self._read_timeout:
+            self.time_out("read")
+        else:
+            due = self.last_read + self._read_timeout
+            self._arm(due if self.received else min(due, self._first_byte_due))
+
     def time_out(self, why: str) -> None:
         self._fail(ReadTimeout(why))
         self.abort()
 
     def abort(self) -> None:
         self.closed = True
+        self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
 
