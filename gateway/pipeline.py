@@ -7,7 +7,7 @@ has passed, so a refused client never sends it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .auth.authenticate import Authenticator
 from .client_ip import ClientIp
@@ -22,8 +22,7 @@ from .ratelimit import RateLimits
 from .routing import RouteTable
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     route: Route
     user_id: int | None
 

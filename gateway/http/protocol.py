@@ -98,6 +98,11 @@ class HttpProtocol(asyncio.Protocol):
         self._body: RequestBody | None = None  # the body being parsed
         self._queue: collections.deque[Request | GatewayError] = collections.deque()
         self._busy = False  # a request is being handled
+        # One task per connection serves its requests in turn (a task per request costs more than the
+        # rest of the server's work for one): it waits on `_waiter` for the next when there is none.
+        self._task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[Request] | None = None
+        self._pending: Request | None = None
         self._after_upgrade: bytes | None = None  # bytes after a request that asked to switch protocols
         self._last: Request | None = None  # the request parsed last
         self._upgrading: Request | None = None  # the request after which llhttp stopped: it asked to upgrade
@@ -115,6 +120,9 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = str(peer[0]) if peer else ""
         self._parser = httptools.HttpRequestParser(self)
+        # Requests without a body share these (nothing in them changes): one fewer object per request.
+        self._no_body = RequestBody(length=None, exists=False, pause=self._pause_for_body)
+        self._empty_body = RequestBody(length=0, exists=False, pause=self._pause_for_body)
         self.connections.open.add(self)
         self.closing = self.connections.closing
         self._idle()
@@ -146,6 +154,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._tunnel is not None:
             self._tunnel[1]()
         self._wake_writer()
+        if self._waiter is not None:
+            self._waiter.cancel()  # the connection's task ends
 
     def pause_writing(self) -> None:
         if self._drain is None:
@@ -228,8 +238,12 @@ class HttpProtocol(asyncio.Protocol):
                 raise _Refused()
             if version == "1.1" and exists:
                 go_on = self._continue
-        self._body = body = RequestBody(length=None if self._chunked else self._length, exists=exists,
-                                        pause=self._pause_for_body, go_on=go_on)
+        if exists:
+            body = RequestBody(length=None if self._chunked else self._length, exists=True,
+                               pause=self._pause_for_body, go_on=go_on)
+        else:
+            body = self._no_body if self._length is None else self._empty_body
+        self._body = body
         request = Request(parser.get_method().decode("ascii"),
                           b"".join(self._url).decode("utf-8", "surrogateescape"), version,
                           Headers(self._fields, self._first), self._peer, self._scheme, body,
@@ -264,8 +278,7 @@ class HttpProtocol(asyncio.Protocol):
     def _answer_refusal(self, error: GatewayError) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        request = Request("GET", "/", "1.1", Headers([]), self._peer, self._scheme,
-                          RequestBody(length=None, exists=False, pause=self._pause_for_body),
+        request = Request("GET", "/", "1.1", Headers([]), self._peer, self._scheme, self._no_body,
                           keep_alive=False, upgrade=False)
         Reply(self, request).send(error_response(error))
         self.transport.close()
@@ -273,7 +286,24 @@ class HttpProtocol(asyncio.Protocol):
     # -- handling -----------------------------------------------------------------------------------
     def _start(self, request: Request) -> None:
         self._busy = True
-        self._loop.create_task(self._run(request, Reply(self, request)))
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(request)
+            return
+        self._pending = request
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        while not self.closed:
+            request, self._pending = self._pending, None
+            if request is None:
+                self._waiter = self._loop.create_future()
+                try:
+                    request = await self._waiter
+                except asyncio.CancelledError:
+                    return
+            await self._run(request, Reply(self, request))
 
     async def _run(self, request: Request, reply: Reply) -> None:
         try:

@@ -26,7 +26,7 @@ from ..http.body import BodyIncomplete, RequestBody
 from ..http.reply import Reply
 from ..http.request import Request
 from .balancer import Target
-from .headers import RawFields, client_response_fields
+from .headers import client_response_fields
 from .route import Route
 from .transport import (
     BadResponse, ConnectFailed, ConnectTimeout, Connection, Disconnected, Pool, QueueTimeout, ReadTimeout, ResponseHead,
@@ -46,7 +46,7 @@ class Forwarder:
         for upstream in self.upstreams.values():
             upstream.close()
 
-    async def forward(self, request: Request, reply: Reply, route: Route, path_qs: str, fields: RawFields,
+    async def forward(self, request: Request, reply: Reply, route: Route, path_qs: str, fields: bytes,
                       req_id: str) -> None:
         upstream = route.upstream
         exchange = _Exchange(route, request, fields, path_qs)
@@ -67,7 +67,7 @@ class Forwarder:
 class _Exchange:
     """One request's attempts at one upstream, and the connection that answered."""
 
-    def __init__(self, route: Route, request: Request, fields: RawFields, path_qs: str) -> None:
+    def __init__(self, route: Route, request: Request, fields: bytes, path_qs: str) -> None:
         self.upstream = route.upstream
         self.request = request
         self.timeouts = route.timeouts
@@ -230,14 +230,10 @@ class _Body:
             conn.write(b"0\r\n\r\n")
 
 
-def _request_head(method: str, path_qs: str, pool: Pool, fields: RawFields, framing: bytes) -> bytes:
+def _request_head(method: str, path_qs: str, pool: Pool, fields: bytes, framing: bytes) -> bytes:
     # path_qs is the normalized path (ASCII) and the query as sent, decoded as UTF-8 with surrogateescape.
-    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), path_qs.encode("utf-8", "surrogateescape"),
-                                                     pool.host_header)]
-    lines.extend(b"%s: %s\r\n" % field for field in fields)
-    lines.append(framing)
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    return b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n" % (
+        method.encode(), path_qs.encode("utf-8", "surrogateescape"), pool.host_header, fields, framing)
 
 
 def _cut(reply: Reply, why: str) -> None:

@@ -61,10 +61,10 @@ def upstream_request_fields(
     peer: str,
     scheme: str,
     req_id: str,
-) -> RawFields:
-    """The header fields an upstream receives, as bytes, in one pass over the client's fields as sent."""
+) -> bytes:
+    """The header lines an upstream receives, in one pass over the client's fields as sent."""
     drop = _REQUEST_DROP_WITH_AUTH_RAW if not forward_authorization else _REQUEST_DROP_RAW
-    out: RawFields = []
+    kept: RawFields = []
     named: set[bytes] = set()
     forwarded_for: list[bytes] = []
     host = None
@@ -80,18 +80,20 @@ def upstream_request_fields(
             continue
         if b"_" in lowered and lowered.replace(b"_", b"-") in drop:
             continue  # X_User_Id and friends: servers that fold _ into - must not see them
-        out.append((name, value))
+        kept.append((name, value))
     if named:
-        out = [(name, value) for name, value in out if name.lower() not in named]
+        kept = [(name, value) for name, value in kept if name.lower() not in named]
+    parts: list[bytes] = []
+    for name, value in kept:
+        parts += (name, b": ", value, b"\r\n")
     forwarded_for.append(peer.encode())
-    out.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
-    out.append((b"X-Forwarded-Proto", scheme.encode()))
+    parts += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\nX-Forwarded-Proto: ", scheme.encode(), b"\r\n")
     if host:
-        out.append((b"X-Forwarded-Host", host))
-    out.append((b"X-Request-Id", req_id.encode()))
+        parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+    parts += (b"X-Request-Id: ", req_id.encode(), b"\r\n")
     if user_id is not None:
-        out.append((b"X-User-Id", b"%d" % user_id))
-    return out
+        parts.append(b"X-User-Id: %d\r\n" % user_id)
+    return b"".join(parts)
 
 
 def client_response_fields(fields: RawFields, req_id: str, date: bytes) -> tuple[bytes, bool]:

@@ -31,15 +31,14 @@ def is_upgrade(request: Request) -> bool:
         (request.headers.get("Upgrade") or "").lower() == "websocket"
 
 
-async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs: str, fields: RawFields) -> None:
+async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs: str, fields: bytes) -> None:
     upstream = route.upstream
     target = upstream.balancer.pick()
     if target is None:
         raise NoHealthyUpstream(extra=upstream.errors())
     pool = upstream.pools[target]
-    head = b"".join([b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                     % (path_qs.encode("utf-8", "surrogateescape"), pool.host_header),
-                     *(b"%s: %s\r\n" % field for field in fields), b"\r\n"])
+    head = b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n%s\r\n" % (
+        path_qs.encode("utf-8", "surrogateescape"), pool.host_header, fields)
     loop = asyncio.get_running_loop()
     side = _UpstreamSide(loop)
     timeouts = route.timeouts

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.proxy.headers import RawFields, RequestIds, client_response_fields, upstream_request_fields
+from gateway.proxy.headers import RequestIds, client_response_fields, upstream_request_fields
 
 
-def as_text(fields: RawFields) -> CIMultiDict[str]:
-    return CIMultiDict((n.decode(), v.decode()) for n, v in fields)
+def as_text(lines: bytes) -> CIMultiDict[str]:
+    fields = [line.split(": ", 1) for line in lines.decode().split("\r\n") if line]
+    return CIMultiDict((name, value) for name, value in fields)
 
 
 def proxy(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
