@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from .auth.authenticate import Authenticator
 from .auth.handlers import AuthEndpoints
+from .auth.last_login import LastLogins
 from .auth.login import Logins
 from .auth.passwords import Passwords
 from .auth.sessions import Sessions
@@ -42,6 +43,7 @@ from .proxy.route import Route, resolve_all
 from .ratelimit import RateLimits
 from .routing import RouteTable, normalize_path
 from .stores.codes import CodeStore, MemoryCodeStore, RedisCodeStore
+from .stores.failures import LoginFailures, MemoryFailures, RedisFailures
 from .stores.kv import KeyValue, MemoryKV, connect_redis
 from .stores.limits import Limiter, redis_storage
 from .stores.revocation import MemoryRevocations, RedisRevocations
@@ -92,6 +94,7 @@ class _KeyValueStores:
     kv: KeyValue  # plain keys for sessions: the Redis primary, or memory://
     codes: CodeStore
     limits: RateLimits
+    failures: LoginFailures
     revocations: MemoryRevocations
 
 
@@ -100,6 +103,7 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
     async with contextlib.AsyncExitStack() as stack:
         stores = await stack.enter_async_context(_key_value_stores(config))
         users = await stack.enter_async_context(_user_store(config))
+        last_logins = await stack.enter_async_context(_last_logins(users))
         forwarder, routes = await stack.enter_async_context(_upstreams(config))
         tokens = TokenService(config.jwt)
         ids = IdWorker(config.ids.datacenter_id, config.ids.worker_id)
@@ -108,7 +112,8 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         stores.revocations.on_status_change(status.forget)
         authenticator = Authenticator(tokens, stores.revocations, status,
                                       fail_open=config.revocation.on_redis_down == "allow")
-        logins = Logins(users, stores.codes, Passwords(), stores.limits, ids, config.sms)
+        logins = Logins(users, stores.codes, Passwords(), stores.limits, stores.failures, last_logins, ids, config.sms,
+                        config.limits)
         sessions = Sessions(tokens, stores.revocations, stores.kv, config.jwt)
         auth = AuthEndpoints(config, tokens=tokens, logins=logins, sessions=sessions, authenticator=authenticator,
                              users=users, codes=stores.codes, sms=make_sender(config.sms.sender),
@@ -121,8 +126,9 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
 @contextlib.asynccontextmanager
 async def _key_value_stores(config: Config) -> AsyncIterator[_KeyValueStores]:
     max_ttl = config.jwt.refresh_ttl
+    failures = MemoryFailures()
     if config.redis.embedded:
-        yield _KeyValueStores(MemoryKV(), MemoryCodeStore(), RateLimits(Limiter(), config.limits),
+        yield _KeyValueStores(MemoryKV(), MemoryCodeStore(failures), RateLimits(Limiter(), config.limits), failures,
                               MemoryRevocations(max_ttl))
         return
     primary, replica = connect_redis(config.redis)
@@ -130,8 +136,9 @@ async def _key_value_stores(config: Config) -> AsyncIterator[_KeyValueStores]:
     listener = asyncio.create_task(revocations.listen())
     try:
         await revocations.wait_until_fresh(timeout=5)
-        yield _KeyValueStores(primary, RedisCodeStore(primary, replica),
-                              RateLimits(Limiter(redis_storage(primary)), config.limits), revocations)
+        yield _KeyValueStores(primary, RedisCodeStore(primary, replica, failures),
+                              RateLimits(Limiter(redis_storage(primary)), config.limits),
+                              RedisFailures(primary, failures), revocations)
     finally:
         revocations.stop()
         listener.cancel()
@@ -149,6 +156,18 @@ async def _user_store(config: Config) -> AsyncIterator[UserStore]:
         yield users
     finally:
         await users.close()
+
+
+@contextlib.asynccontextmanager
+async def _last_logins(users: UserStore) -> AsyncIterator[LastLogins]:
+    last_logins = LastLogins(users)
+    writer = asyncio.create_task(last_logins.run())
+    try:
+        yield last_logins
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        await last_logins.flush()
 
 
 @contextlib.asynccontextmanager

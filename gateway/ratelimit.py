@@ -28,17 +28,8 @@ class RateLimits:
         await self._spend("sms", self._config.sms, {"ip": ip, "mobile": mobile})
 
     async def login(self, ip: str, subject: str) -> None:
-        """Counts the attempt, and refuses a subject whose failures for the window are spent."""
+        """Counts the attempt against `limits.login` (failed logins are counted by stores/failures.py)."""
         await self._spend("login", self._config.login, {"ip": ip, "mobile": subject})
-        failures = self._config.login_failures
-        if failures is not None:
-            retry_after = await self._limiter.exhausted(failures, "login-failures", subject)
-            if retry_after is not None:
-                raise TooManyRequests(retry_after)
-
-    async def login_failed(self, subject: str) -> None:
-        if self._config.login_failures is not None:
-            await self._limiter.hit(self._config.login_failures, "login-failures", subject)
 
     async def refresh(self, ip: str, user_id: int) -> None:
         await self._spend("refresh", self._config.refresh, {"ip": ip, "user": str(user_id)})

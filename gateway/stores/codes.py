@@ -1,8 +1,10 @@
 """One-time SMS codes at `app:code:{mobile}`, with a bounded number of guesses.
 
-In Redis a check is one script, one round trip: it counts the attempt,
-compares the guess and, when it is right, deletes the code, all in one atomic
-step, so of two concurrent right guesses exactly one wins. The comparison is
+In Redis a check is one script, one round trip: it refuses a mobile whose
+failed logins are spent (failures.py), counts the attempt, compares the guess
+and, when it is right, deletes the code, else counts a failed login, all in
+one atomic step, so of two concurrent right guesses exactly one wins and no
+guess escapes the count. The comparison is
 Lua string equality, which for Redis's Lua (5.1, every string interned) is a
 pointer comparison, so its time says nothing about the code. After
 `max_attempts` guesses the code is dead, even for the right one. In memory,
@@ -17,11 +19,12 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, NamedTuple, Protocol
 
 from redis.exceptions import RedisError
 
 from . import StoreUnavailable
+from .failures import MemoryFailures, Window, failures_key, member
 from .kv import KeyValue, MemoryKV
 
 log = logging.getLogger("gateway.stores.codes")
@@ -29,13 +32,33 @@ SWEEP_AT = 1024
 _DOWN = (RedisError, OSError)
 
 CHECK = """
+local limit = tonumber(ARGV[5])
+local now = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[3]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    return -1 - (tonumber(oldest[2]) + window - now)
+  end
+end
+local ok = 0
 local code = redis.call('GET', KEYS[1])
-if not code then return 0 end
-local n = redis.call('INCR', KEYS[2])
-if n == 1 then redis.call('PEXPIRE', KEYS[2], math.max(redis.call('PTTL', KEYS[1]), 1)) end
-if n > tonumber(ARGV[1]) then redis.call('DEL', KEYS[1], KEYS[2]) return 0 end
-if code == ARGV[2] then redis.call('DEL', KEYS[1], KEYS[2]) return 1 end
-return 0
+if code then
+  local n = redis.call('INCR', KEYS[2])
+  if n == 1 then redis.call('PEXPIRE', KEYS[2], math.max(redis.call('PTTL', KEYS[1]), 1)) end
+  if n > tonumber(ARGV[1]) then
+    redis.call('DEL', KEYS[1], KEYS[2])
+  elseif code == ARGV[2] then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    ok = 1
+  end
+end
+if ok == 0 and limit > 0 then
+  redis.call('ZADD', KEYS[3], now, ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], window)
+end
+return ok
 """
 
 
@@ -51,17 +74,23 @@ def same(real: str, guess: str) -> bool:
     return hmac.compare_digest(real.encode(), guess.encode())
 
 
+class Checked(NamedTuple):
+    ok: bool  # the right code, now spent
+    retry_after: float | None = None  # the mobile's failed logins are spent: nothing was checked
+
+
 class CodeStore(Protocol):
     async def put(self, mobile: str, code: str, ttl: int) -> None:
         """Store a new code, replacing the old one and its attempt count."""
 
-    async def check(self, mobile: str, guess: str, max_attempts: int) -> bool:
-        """True once for the right code; counts every guess."""
+    async def check(self, mobile: str, guess: str, max_attempts: int, failures: Window | None) -> Checked:
+        """Right once for the right code; counts every guess, and every wrong one as a failed login."""
 
 
 class MemoryCodeStore:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, failures: MemoryFailures, clock: Callable[[], float] = time.monotonic) -> None:
         self._codes: dict[str, list[Any]] = {}  # mobile -> [code, attempts, deadline]
+        self._failures = failures
         self._clock = clock
 
     async def put(self, mobile: str, code: str, ttl: int) -> None:
@@ -71,7 +100,10 @@ class MemoryCodeStore:
                 del self._codes[stale]  # codes never tried again would otherwise stay for good
         self._codes[mobile] = [code, 0, now + ttl]
 
-    async def check(self, mobile: str, guess: str, max_attempts: int) -> bool:
+    async def check(self, mobile: str, guess: str, max_attempts: int, failures: Window | None) -> Checked:
+        return await _counting_here(self._failures, mobile, failures, lambda: self._right(mobile, guess, max_attempts))
+
+    async def _right(self, mobile: str, guess: str, max_attempts: int) -> bool:
         entry = self._codes.get(mobile)
         if entry is None or entry[2] <= self._clock():
             self._codes.pop(mobile, None)
@@ -86,12 +118,24 @@ class MemoryCodeStore:
         return False
 
 
+async def _counting_here(local: MemoryFailures, mobile: str, window: Window | None,
+                         right: Callable[[], Awaitable[bool]]) -> Checked:
+    """A check whose failed logins this instance counts itself."""
+    if window is not None and (wait := local.exhausted_now(mobile, window)) is not None:
+        return Checked(False, wait)
+    ok = await right()
+    if not ok and window is not None:
+        local.record_now(mobile, window)
+    return Checked(ok)
+
+
 class RedisCodeStore:
-    def __init__(self, primary: Any, replica: Any | None = None) -> None:
+    def __init__(self, primary: Any, replica: Any | None, failures: MemoryFailures) -> None:
         self._primary = primary
         self._replica = replica
         self._check = primary.register_script(CHECK)
         self._local: KeyValue = MemoryKV()  # attempts and spent codes while only the replica answers
+        self._local_failures = failures  # failed logins while only the replica answers
 
     async def put(self, mobile: str, code: str, ttl: int) -> None:
         try:
@@ -103,14 +147,21 @@ class RedisCodeStore:
             log.error("cannot store sms code: redis primary unavailable: %s", exc)
             raise StoreUnavailable() from None
 
-    async def check(self, mobile: str, guess: str, max_attempts: int) -> bool:
+    async def check(self, mobile: str, guess: str, max_attempts: int, failures: Window | None) -> Checked:
+        now_ms = int(time.time() * 1000)
+        window = [int(failures.seconds * 1000), failures.limit, member(now_ms)] if failures else [0, 0, ""]
         try:
-            return bool(await self._check(keys=[code_key(mobile), attempts_key(mobile)], args=[max_attempts, guess]))
+            result = int(await self._check(keys=[code_key(mobile), attempts_key(mobile), failures_key(mobile)],
+                                           args=[max_attempts, guess, now_ms, *window]))
         except _DOWN as exc:
             log.error("redis primary unavailable while checking an sms code: %s", exc)
             if self._replica is None:
                 raise StoreUnavailable() from None
-        return await self._check_on_replica(mobile, guess, max_attempts)
+            return await _counting_here(self._local_failures, mobile, failures,
+                                        lambda: self._check_on_replica(mobile, guess, max_attempts))
+        if result < 0:
+            return Checked(False, max((-1 - result) / 1000, 1.0))
+        return Checked(result == 1)
 
     async def _check_on_replica(self, mobile: str, guess: str, max_attempts: int) -> bool:
         assert self._replica is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 STATUS_DISABLED = 0
 STATUS_ENABLED = 1
@@ -34,7 +34,8 @@ class UserStore(Protocol):
     async def get_by_account(self, account: str) -> User | None: ...
     async def register(self, user_id: int, mobile: str) -> User:
         """Create the user (and an empty profile) unless the mobile exists; return whichever won."""
-    async def touch_login(self, user_id: int) -> None: ...
+    async def touch_logins(self, user_ids: Sequence[int]) -> None:
+        """Set last_login to now for these users."""
     async def set_status(self, user_id: int, status: int) -> None: ...
     async def set_password(self, user_id: int, password_hash: str) -> None: ...
     async def close(self) -> None: ...

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import aiomysql
 import pymysql
@@ -100,9 +100,10 @@ class MySQLUserStore:
                 await conn.rollback()
                 raise
 
-    async def touch_login(self, user_id: int) -> None:
+    async def touch_logins(self, user_ids: Sequence[int]) -> None:
+        marks = ", ".join(["%s"] * len(user_ids))
         async with self._cursor() as cur:
-            await cur.execute("UPDATE user_basic SET last_login = %s WHERE user_id = %s", (utcnow(), user_id))
+            await cur.execute(f"UPDATE user_basic SET last_login = %s WHERE user_id IN ({marks})", (utcnow(), *user_ids))
 
     async def set_status(self, user_id: int, status: int) -> None:
         async with self._cursor() as cur:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from typing import Sequence
 
 import aiosqlite
 
@@ -76,9 +77,10 @@ class SQLiteUserStore:
             await self._db.execute(sql, args)
             await self._db.commit()
 
-    async def touch_login(self, user_id: int) -> None:
-        await self._update("UPDATE user_basic SET last_login = ? WHERE user_id = ?",
-                           (utcnow().isoformat(sep=" "), user_id))
+    async def touch_logins(self, user_ids: Sequence[int]) -> None:
+        marks = ", ".join("?" * len(user_ids))
+        await self._update(f"UPDATE user_basic SET last_login = ? WHERE user_id IN ({marks})",
+                           (utcnow().isoformat(sep=" "), *user_ids))
 
     async def set_status(self, user_id: int, status: int) -> None:
         await self._update("UPDATE user_basic SET status = ? WHERE user_id = ?", (status, user_id))

@@ -193,3 +193,25 @@ async def test_set_password_refuses_a_short_password(gateway: TestClient, login:
     config.write_text(yaml.safe_dump(config_dict(**store_urls)))
     result = await asyncio.to_thread(users_command, config, "set-password", MOBILE, stdin="short\n")
     assert result.returncode == 1 and "a password has 8 to 1024 bytes" in result.stderr
+
+
+async def test_concurrent_wrong_codes_cannot_outrun_the_failure_limit(make_gateway: Any, sms_codes: Any) -> None:
+    """The failure count is read and written in the same step as the code check: of ten guesses sent at
+    once, the limit's three are judged and the rest refused, not all ten judged before any is counted."""
+    client = await make_gateway(limits={"sms": [], "login_failures": "3/day"}, sms={"max_attempts": 20})
+    await client.get(f"/v1_0/sms/codes/{MOBILE}")
+    code = sms_codes()
+    answers = await asyncio.gather(*(attempt(client, wrong(code, n)) for n in range(1, 11)))
+    assert sorted(resp.status for resp in answers) == [400] * 3 + [429] * 7
+    refused = await (await attempt(client, code)).json()  # the right code, too late
+    assert refused["message"] == "Too many requests."
+
+
+async def test_the_right_code_does_not_count_as_a_failure(make_gateway: Any, sms_codes: Any) -> None:
+    client = await make_gateway(limits={"sms": [], "login_failures": "2/day"})
+    for _ in range(4):
+        await client.get(f"/v1_0/sms/codes/{MOBILE}")
+        assert (await attempt(client, sms_codes())).status == 201
+    await client.get(f"/v1_0/sms/codes/{MOBILE}")
+    assert (await attempt(client, wrong(sms_codes()))).status == 400
+    assert (await attempt(client, sms_codes())).status == 201

@@ -230,28 +230,51 @@ async def test_registration_writes_one_basic_and_one_profile_row(gateway: TestCl
     assert user is not None and user.name == MOBILE and user.enabled
 
 
+async def test_a_login_writes_last_login_behind_it(gateway: TestClient, login: Any,
+                                                  store_urls: dict[str, str]) -> None:
+    await login()
+    database = store_urls["database_url"]
+    await run_sql(database, "UPDATE user_basic SET last_login = '2000-01-01 00:00:00'")
+    await login()
+    for _ in range(100):  # written within a second or so
+        (last,), = (await run_sql(database, "SELECT last_login FROM user_basic")).values()
+        if not str(last).startswith("2000"):
+            break
+        await asyncio.sleep(0.05)
+    assert not str(last).startswith("2000"), last
+
+
 async def count_rows(database_url: str) -> dict[str, int]:
-    counts = {}
     queries = {"user_basic": "SELECT COUNT(*) FROM user_basic WHERE last_login IS NOT NULL",
                "user_profile": "SELECT COUNT(*) FROM user_profile"}
+    counts = {}
+    for table, query in queries.items():
+        counts[table] = int((await run_sql(database_url, query))[query][0])
+    return counts
+
+
+async def run_sql(database_url: str, *queries: str) -> dict[str, Any]:
+    """Each query's first row (None for a statement), committed."""
+    results: dict[str, Any] = {}
     if database_url.startswith("sqlite"):
         import aiosqlite
 
         from gateway.stores.users_sqlite import sqlite_path
 
         async with aiosqlite.connect(sqlite_path(database_url)) as db:
-            for table, query in queries.items():
+            for query in queries:
                 async with db.execute(query) as cur:
-                    counts[table] = (await cur.fetchone())[0]  # type: ignore[index]
-        return counts
+                    results[query] = await cur.fetchone()
+            await db.commit()
+        return results
     import pymysql
     from yarl import URL
 
     url = URL(database_url)
-    conn = pymysql.connect(host=url.host, port=url.port, user=url.user, database=url.path.lstrip("/"))
+    conn = pymysql.connect(host=url.host, port=url.port, user=url.user, database=url.path.lstrip("/"), autocommit=True)
     with conn.cursor() as cur:
-        for table, query in queries.items():
+        for query in queries:
             cur.execute(query)
-            counts[table] = cur.fetchone()[0]
+            results[query] = cur.fetchone()
     conn.close()
-    return counts
+    return results

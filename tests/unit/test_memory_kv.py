@@ -32,12 +32,28 @@ async def test_keys_nobody_reads_again_are_swept() -> None:
 
 async def test_memory_codes_that_expire_unread_are_swept() -> None:
     from gateway.stores.codes import SWEEP_AT, MemoryCodeStore
+    from gateway.stores.failures import MemoryFailures
 
     now = [0.0]
-    codes = MemoryCodeStore(clock=lambda: now[0])
+    codes = MemoryCodeStore(MemoryFailures(), clock=lambda: now[0])
     for i in range(SWEEP_AT):
         await codes.put(f"1390000{i:04d}", "123456", 300)
     now[0] = 301
     await codes.put("13911111111", "654321", 300)
     assert len(codes._codes) == 1
-    assert await codes.check("13911111111", "654321", 5)
+    assert (await codes.check("13911111111", "654321", 5, None)).ok
+
+
+async def test_memory_failures_slide() -> None:
+    from gateway.stores.failures import MemoryFailures, Window
+
+    now = [1000.0]
+    failures = MemoryFailures(clock=lambda: now[0])
+    window = Window(limit=2, seconds=60)
+    await failures.record("13900000001", window)
+    now[0] += 30
+    await failures.record("13900000001", window)
+    assert await failures.exhausted("13900000001", window) == 30  # the first leaves the window in 30 s
+    assert await failures.exhausted("13900000002", window) is None  # per subject
+    now[0] += 30
+    assert await failures.exhausted("13900000001", window) is None
