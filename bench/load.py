@@ -1,4 +1,4 @@
-"""Load generators, each bounded in time or count: wrk for throughput, hey for a fixed rate, idle sockets."""
+"""Load generators, each bounded in time or count: wrk for throughput and for a fixed rate, idle sockets."""
 from __future__ import annotations
 
 import re
@@ -17,6 +17,28 @@ local i = 0
 request = function()
   i = i % #values + 1
   return wrk.format(nil, nil, {["Authorization"] = "Bearer " .. values[i]})
+end
+"""
+# wrk asks `delay()` before each request how many milliseconds to wait: one schedule for all connections,
+# a slot every 1/rate seconds, so the rate is the same whatever the system's latency (a late answer
+# makes its connection miss slots, which the others take; at most a second of missed slots is made up).
+# wrk's timers count whole milliseconds, so requests leave in small bursts at each tick, for every system.
+FIXED_RATE = """
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } bench_timespec; int clock_gettime(int, bench_timespec *); ]]
+local now_ts = ffi.new("bench_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, now_ts)
+  return tonumber(now_ts.tv_sec) * 1000 + tonumber(now_ts.tv_nsec) / 1e6
+end
+local interval, slot
+init = function(args) interval = 1000 / tonumber(args[1]) end
+delay = function()
+  local now = now_ms()
+  if slot == nil or slot < now - 1000 then slot = now end
+  slot = slot + interval
+  if slot <= now then return 0 end
+  return math.floor(slot - now)
 end
 """
 LOGIN = """
@@ -69,18 +91,23 @@ def _duration(text: str) -> float:
     return value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
 
 
-def fixed_rate_p99(url: str, rate: int, seconds: float, *, headers: list[str] = ()) -> tuple[float, float]:
-    """(p99 latency in milliseconds, the rate achieved) when asked for `rate` requests per second (hey: 16
-    workers of rate/16 each; a worker waits for its answer, so a system slower than the rate falls behind)."""
-    workers = 16
-    args = [need("hey", "hey"), "-z", f"{max(1, round(seconds))}s", "-c", str(workers),
-            "-q", str(max(1, rate // workers))]
+def fixed_rate_p99(url: str, rate: int, seconds: float, script: Path, *, connections: int = 32,
+                   headers: list[str] = ()) -> tuple[float, float]:
+    """(p99 latency in milliseconds, the rate achieved) when `rate` requests a second are sent on a schedule
+    (FIXED_RATE, written to `script`) over `connections` connections."""
+    script.write_text(FIXED_RATE)
+    args = [need("wrk", "wrk"), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+            "-s", str(script)]
     for header in headers:
         args += ["-H", header]
-    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 60).stdout
-    p99 = re.search(r"99% in ([\d.]+) secs", out)
+    out = subprocess.run([*args, url, "--", str(rate)], capture_output=True, text=True, timeout=seconds + 60).stdout
+    p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", out)
     achieved = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return (float(p99.group(1)) * 1000 if p99 else float("nan"), float(achieved.group(1)) if achieved else 0.0)
+    if p99 is None:
+        return float("nan"), float(achieved.group(1)) if achieved else 0.0
+    value, unit = float(p99.group(1)), p99.group(2)
+    ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return ms, float(achieved.group(1)) if achieved else 0.0
 
 
 def hold_idle(port: int, count: int) -> list[socket.socket]:

@@ -82,7 +82,7 @@ def _lines(r: Results, machine: dict[str, str], command: str, elapsed: float, ch
         "## Figures",
         "",
         *_table("Data path (wrk -t1, keep-alive)", r.throughput, "haproxy", r),
-        f"### p99 latency at a fixed rate of {r.rate:,} req/s (30% of HAProxy's median; hey)",
+        f"### p99 latency at a fixed rate of {r.rate:,} req/s (30% of HAProxy's median; wrk on a schedule, median of the rounds)",
         "",
         "| system | p99 ms | rate achieved |",
         "|---|---:|---:|",

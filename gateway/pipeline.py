@@ -47,7 +47,8 @@ class Pipeline:
         claims = authenticator.authenticate(authorization, mode)
         user_id = None
         if claims is not None:
-            await authenticator.authorize(claims, mode)
+            if not authenticator.authorized(claims, mode):  # the user's status is not cached
+                await authenticator.authorize(claims, mode)
             user_id = claims.user_id
         if route.limits:
             await self._limits.route(route.path, route.limits, self._client_ip(request), user_id)

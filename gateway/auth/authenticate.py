@@ -45,15 +45,22 @@ class Authenticator:
         except InvalidToken:
             raise _invalid(mode) from None
 
-    async def authorize(self, claims: Claims, mode: str) -> None:
+    def authorized(self, claims: Claims, mode: str) -> bool:
+        """The checks that need no I/O: raises when they refuse, True when they allow, False when the user's
+        status must be looked up first (`authorize`)."""
         if claims.refresh:
             raise Forbidden("Do not use refresh token.")
         if self.revoked(claims):
             raise _invalid(mode)
         enabled = self.status.cached(claims.user_id)
         if enabled is None:
-            enabled = await self.status.enabled(claims.user_id)
+            return False
         if not enabled:
+            raise Forbidden("User denied.")
+        return True
+
+    async def authorize(self, claims: Claims, mode: str) -> None:
+        if not self.authorized(claims, mode) and not await self.status.enabled(claims.user_id):
             raise Forbidden("User denied.")
 
     def revoked(self, claims: Claims) -> bool:

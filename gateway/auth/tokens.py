@@ -14,6 +14,8 @@ given as a numeric string and knows nothing of `user_id` or `refresh`.
 """
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import secrets
 import time
@@ -21,11 +23,36 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import jwt
+from jwt.algorithms import HMACAlgorithm
 
 from ..config import JwtConfig, JwtKey
 from . import legacy
 
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
+
+
+class _CheckedOnceHMAC(HMACAlgorithm):
+    """PyJWT checks an HMAC secret on every signature (is it a PEM or SSH key?): a tenth of a login's CPU.
+    The configured secrets are few and fixed, so each is checked once."""
+
+    def __init__(self, hash_alg: Any) -> None:
+        super().__init__(hash_alg)
+        self._prepared: dict[Any, bytes] = {}
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepared[key] = super().prepare_key(key)
+        return prepared
+
+
+def _signer() -> jwt.PyJWS:
+    jws = jwt.PyJWS()
+    for name, hash_alg in (("HS256", HMACAlgorithm.SHA256), ("HS384", HMACAlgorithm.SHA384),
+                           ("HS512", HMACAlgorithm.SHA512)):
+        jws.unregister_algorithm(name)
+        jws.register_algorithm(name, _CheckedOnceHMAC(hash_alg))
+    return jws
 
 
 class InvalidToken(Exception):
@@ -63,6 +90,7 @@ class TokenService:
         self._clock = clock
         self._cache: dict[str, Claims] = {}
         self._cache_size = config.cache_size
+        self._jws = _signer()
 
     def issue(self, user_id: int, *, refresh: bool, sid: str) -> str:
         if not sid:
@@ -81,7 +109,8 @@ class TokenService:
         if self._config.audience:
             payload["aud"] = self._config.audience
         key = self._signing
-        return jwt.encode(payload, key.signing, algorithm=key.algorithm, headers={"kid": key.kid})
+        body = json.dumps(payload, separators=(",", ":")).encode()  # as jwt.encode makes it
+        return self._jws.encode(body, key.signing, algorithm=key.algorithm, headers={"kid": key.kid})
 
     def issue_pair(self, user_id: int, sid: str | None = None) -> TokenPair:
         sid = sid or new_id()
@@ -104,11 +133,15 @@ class TokenService:
         return claims
 
     def _evict(self, now: float) -> None:
+        """Drop the expired entries, and when that is not a tenth of the cache, the oldest tenth: a scan of
+        the whole cache then happens once per tenth of it, not once per token verified."""
         cache = self._cache
         for token in [t for t, c in cache.items() if c.exp + self._leeway <= now]:
             del cache[token]
-        while len(cache) >= self._cache_size:
-            del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
+        excess = len(cache) - self._cache_size * 9 // 10
+        if excess > 0:
+            for token in list(itertools.islice(cache, excess)):  # oldest first: dicts keep insertion order
+                del cache[token]
 
     def _key_for(self, token: str) -> JwtKey:
         try:

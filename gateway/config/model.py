@@ -38,7 +38,7 @@ class JwtConfig:
     keys: tuple[JwtKey, ...]
     access_ttl: float = 2 * 3600
     refresh_ttl: float = 14 * 86400
-    cache_size: int = 10000
+    cache_size: int = 50_000
     issuer: str | None = None
     audience: str | None = None
     leeway: float = 0.0

@@ -88,7 +88,7 @@ def jwt(reader: Reader, raw: Any, dev: bool) -> JwtConfig:
         keys=keys,
         access_ttl=access_ttl,
         refresh_ttl=refresh_ttl,
-        cache_size=reader.integer(block, "cache_size", "jwt", 10000, 0, 10_000_000),
+        cache_size=reader.integer(block, "cache_size", "jwt", 50_000, 0, 10_000_000),
         issuer=reader.string(block, "issuer", "jwt", None) or None,
         audience=reader.string(block, "audience", "jwt", None) or None,
         leeway=reader.duration(block, "leeway", "jwt", 0.0, zero=True),

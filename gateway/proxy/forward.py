@@ -73,6 +73,7 @@ class _Exchange:
         self.timeouts = route.timeouts
         self.may_retry = route.may_retry(request.method)
         self.body = _Body(request.body, route.body_limit)
+        self._small: bytes | None = b""  # the body when it is sent whole with the head (see _Body.small)
         self._fields = fields  # without the client's framing: see _Body.framing
         self._path_qs = path_qs
         self.conn: Connection | None = None
@@ -84,7 +85,8 @@ class _Exchange:
         balancer = self.upstream.balancer
         tried: list[Target] = []
         same_target_ok = False
-        await self.body.small()  # before taking a connection: a slow client holds none
+        if self.body.exists:
+            self._small = await self.body.small()  # before taking a connection: a slow client holds none
         while True:
             target = balancer.pick(tried) or (balancer.pick() if same_target_ok else None)
             if target is None:
@@ -110,8 +112,8 @@ class _Exchange:
         conn = self.conn = await pool.acquire(self.timeouts.connect)
         conn.begin(head_only=self.request.method == "HEAD")
         head = _request_head(self.request.method, self._path_qs, pool, self._fields, self.body.framing)
-        small = await self.body.small()
-        conn.write(head + small if small is not None else head)
+        small = self._small
+        conn.write(head + small if small else head)
         if small is None and self.body.exists:
             self._sender = asyncio.ensure_future(self.body.stream_to(conn, self.timeouts.read))
             self._sender.add_done_callback(self._body_sent)

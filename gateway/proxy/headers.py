@@ -106,7 +106,7 @@ def client_response_fields(fields: RawFields, req_id: str, date: bytes) -> tuple
     for name, value in fields:
         kind = _RESPONSE_FIELD.get(name.lower(), 0)
         if kind == _DROP:
-            if name.lower() == b"connection":
+            if name.lower() == b"connection" and value.lower() not in _CONNECTION_OPTIONS:
                 named |= _tokens(value) - _CONNECTION_OPTIONS
             continue
         have |= kind

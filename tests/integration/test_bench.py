@@ -18,7 +18,7 @@ pytestmark = pytest.mark.stores("embedded")  # the bench starts its own servers
 
 
 def test_the_bench_measures_every_case_and_writes_its_report(tmp_path: Path) -> None:
-    for binary, package in (("wrk", "wrk"), ("hey", "hey"), ("haproxy", "haproxy"), ("nginx", "nginx-light"),
+    for binary, package in (("wrk", "wrk"), ("haproxy", "haproxy"), ("nginx", "nginx-light"),
                             ("redis-server", "redis-server"), ("mariadbd", "mariadb-server")):
         require_binary(binary, package)
     out = tmp_path / "PERFORMANCE.md"

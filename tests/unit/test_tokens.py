@@ -95,6 +95,16 @@ def test_cache_is_bounded() -> None:
     assert tokens.verify(issued[0]).user_id == 1  # evicted entries are verified again, not refused
 
 
+def test_a_full_cache_drops_its_oldest_tenth_at_once() -> None:
+    """Not one entry per token verified: the scan of the whole cache is paid once per tenth of it."""
+    tokens = service(cache_size=100)
+    issued = [tokens.issue(i, refresh=False, sid="s") for i in range(1, 102)]
+    for token in issued:
+        tokens.verify(token)
+    assert len(tokens._cache) == 91
+    assert issued[9] not in tokens._cache and issued[10] in tokens._cache and issued[100] in tokens._cache
+
+
 @pytest.mark.parametrize(
     "header, token",
     [
