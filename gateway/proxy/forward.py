@@ -16,7 +16,6 @@ upstream has started answering.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Mapping
 
@@ -48,20 +47,27 @@ class Forwarder:
 
     async def forward(self, request: Request, reply: Reply, route: Route, path_qs: str, fields: bytes,
                       req_id: str) -> None:
-        upstream = route.upstream
         exchange = _Exchange(route, request, fields, path_qs)
         total = exchange.timeouts.total
+        if not total:
+            return await _run(exchange, reply, req_id)
         try:
-            async with asyncio.timeout(total) if total else contextlib.nullcontext():  # type: ignore[attr-defined]
-                try:
-                    head = await exchange.send()
-                    await _relay(reply, exchange, head, req_id)
-                finally:
-                    exchange.finish()
+            async with asyncio.timeout(total):  # type: ignore[attr-defined]
+                await _run(exchange, reply, req_id)
         except TimeoutError:
+            upstream = route.upstream
             if not reply.started:
                 raise GatewayTimeout(f"Upstream {upstream.name} timed out.", extra=upstream.errors()) from None
             _cut(reply, "the route's total timeout")
+
+
+async def _run(exchange: _Exchange, reply: Reply, req_id: str) -> None:
+    try:
+        head = await exchange.send()
+        if not _relay_whole(reply, exchange, head, req_id):
+            await _relay_rest(reply, exchange)
+    finally:
+        exchange.finish()
 
 
 class _Exchange:
@@ -109,7 +115,7 @@ class _Exchange:
 
     async def _attempt(self, target: Target) -> ResponseHead:
         pool = self._pool = self.upstream.pools[target]
-        conn = self.conn = await pool.acquire(self.timeouts.connect)
+        conn = self.conn = pool.idle() or await pool.acquire(self.timeouts.connect)
         conn.begin(head_only=self.request.method == "HEAD")
         head = _request_head(self.request.method, self._path_qs, pool, self._fields, self.body.framing)
         small = self._small
@@ -244,7 +250,8 @@ def _cut(reply: Reply, why: str) -> None:
     reply.cut()
 
 
-async def _relay(reply: Reply, exchange: _Exchange, head: ResponseHead, req_id: str) -> None:
+def _relay_whole(reply: Reply, exchange: _Exchange, head: ResponseHead, req_id: str) -> bool:
+    """Write the head and what of the body has arrived; True when that was the whole answer."""
     conn = exchange.conn
     assert conn is not None
     fields, framed = client_response_fields(head.headers, req_id, reply.date())
@@ -253,10 +260,16 @@ async def _relay(reply: Reply, exchange: _Exchange, head: ResponseHead, req_id: 
     if conn.complete:  # the whole answer is here: one write, with a length when the upstream gave none
         reply.start(head.status, reason, fields, length=None if framed else len(first), first=first, framed=framed)
         reply.end()
-        return
+        return True
     # A streamed answer: the head leaves at once (with what body is here), so that a slow or streaming
     # upstream's client sees the status without delay.
     reply.start(head.status, reason, fields, length=None, first=first, framed=framed)
+    return False
+
+
+async def _relay_rest(reply: Reply, exchange: _Exchange) -> None:
+    conn = exchange.conn
+    assert conn is not None
     try:
         while chunk := await conn.read():
             reply.write(chunk)

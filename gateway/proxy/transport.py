@@ -369,13 +369,22 @@ class Pool:
         self._idle: list[Connection] = []
         limit.pools.append(self)
 
-    async def acquire(self, connect_timeout: float | None) -> Connection:
+    def idle(self) -> Connection | None:
+        """A pooled connection still fit to use, at once; None when there is none (then `acquire`)."""
+        if not self._idle:
+            return None
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed and now - conn.idle_since < KEEPALIVE:
                 return conn
             self._close(conn)
+        return None
+
+    async def acquire(self, connect_timeout: float | None) -> Connection:
+        conn = self.idle()
+        if conn is not None:
+            return conn
         limit = self._limit
         if limit.free == 0 and not limit.waiters:
             limit.reclaim_idle()  # an idle connection to another target gives up its place
