@@ -6,6 +6,7 @@
     ├── Forbidden                403
     ├── NotFound                 404
     ├── MethodNotAllowed         405
+    ├── RequestTimeout           408
     ├── PayloadTooLarge          413
     ├── UriTooLong               414
     ├── ExpectationFailed        417
@@ -62,6 +63,11 @@ class MethodNotAllowed(GatewayError):
     message = "Method not allowed."
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    message = "Request body timed out."
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     message = "Request body too large."
@@ -115,7 +121,7 @@ class GatewayTimeout(GatewayError):
 
 BY_STATUS: dict[int, type[GatewayError]] = {
     cls.status: cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge, UriTooLong,
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, RequestTimeout, PayloadTooLarge, UriTooLong,
                 ExpectationFailed, HeadersTooLarge,
                 InternalError, BadGateway, ServiceUnavailable, GatewayTimeout)
 }

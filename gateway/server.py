@@ -60,7 +60,8 @@ class Generation:
         connections, server = self._connections, self.config.server
         self._server = await asyncio.get_running_loop().create_server(
             lambda: HttpProtocol(gateway.handle, connections, keepalive_timeout=server.keepalive_timeout,
-                                 log_access=server.access_log), sock=sock.dup())
+                                 client_timeout=server.client_timeout, log_access=server.access_log),
+            sock=sock.dup())
 
     async def stop(self) -> None:
         """Stop accepting, let the requests in flight finish (up to shutdown_timeout), then close the stores."""

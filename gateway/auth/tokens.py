@@ -227,6 +227,6 @@ def bearer_token(header: str | None) -> str | None:
     if header is None or not header.startswith("Bearer "):
         return None
     token = header[7:]
-    if not token or " " in token or "\t" in token:
+    if not token or not token.isascii() or " " in token or "\t" in token:
         return None
     return token

@@ -20,6 +20,7 @@ class ServerConfig:
     workers: int = 1
     shutdown_timeout: float = 30.0
     keepalive_timeout: float = 75.0  # an idle client connection, or one slow to send a whole head, is closed
+    client_timeout: float = 60.0  # the longest a client may send none of its body or take none of its answer
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ def check_workers(reader: Reader, config: Config) -> None:
 
 def server(reader: Reader, raw: Any) -> ServerConfig:
     block = reader.section(raw, "server", {"host", "port", "access_log", "log_level", "trusted_proxies", "workers",
-                                           "shutdown_timeout", "keepalive_timeout"})
+                                           "shutdown_timeout", "keepalive_timeout",
+                                           "client_timeout"})
     return ServerConfig(
         host=reader.string(block, "host", "server", "127.0.0.1") or "127.0.0.1",
         port=reader.integer(block, "port", "server", 8000, 0, 65535),
@@ -62,6 +63,7 @@ def server(reader: Reader, raw: Any) -> ServerConfig:
         workers=reader.integer(block, "workers", "server", 1, 1, 32),
         shutdown_timeout=reader.duration(block, "shutdown_timeout", "server", 30.0, zero=True),
         keepalive_timeout=reader.duration(block, "keepalive_timeout", "server", 75.0),
+        client_timeout=reader.duration(block, "client_timeout", "server", 60.0),
     )
 
 

@@ -11,7 +11,7 @@ import asyncio
 import collections
 from typing import Callable
 
-from ..errors import BadRequest
+from ..errors import BadRequest, RequestTimeout
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -23,7 +23,7 @@ class BodyIncomplete(BadRequest):
 
 class RequestBody:
     def __init__(self, *, length: int | None, exists: bool, pause: Callable[[bool], None],
-                 go_on: Callable[[], None] | None = None) -> None:
+                 go_on: Callable[[], None] | None = None, timeout: float = 60.0) -> None:
         self.length = length  # from Content-Length; None when chunked or absent
         self.exists = exists
         self.complete = not exists  # every byte of it has been received
@@ -35,6 +35,7 @@ class RequestBody:
         self._paused = False
         self._error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._timeout = timeout  # the longest wait for the client's next bytes
 
     # -- the server's side --------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -66,7 +67,10 @@ class RequestBody:
                 raise self._error
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                async with asyncio.timeout(self._timeout):
+                    await self._waiter
+            except TimeoutError:
+                raise RequestTimeout() from None
             finally:
                 self._waiter = None
         chunk = self._chunks.popleft()
@@ -81,6 +85,12 @@ class RequestBody:
             parts.append(chunk)
             size += len(chunk)
         return b"".join(parts)
+
+    def discard(self) -> None:
+        """Drop what was received and not read (the handler answered without it)."""
+        if self._chunks:
+            self._chunks.clear()
+            self._took(self._buffered)
 
     def _continue(self) -> None:
         go_on, self._go_on = self._go_on, None

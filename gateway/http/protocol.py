@@ -77,11 +77,12 @@ class Connections:
 
 class HttpProtocol(asyncio.Protocol):
     def __init__(self, handler: Handler, connections: Connections, *, scheme: str = "http",
-                 keepalive_timeout: float = 75.0, log_access: bool = False) -> None:
+                 keepalive_timeout: float = 75.0, client_timeout: float = 60.0, log_access: bool = False) -> None:
         self._handler = handler
         self.connections = connections
         self._scheme = scheme
         self._keepalive_timeout = keepalive_timeout
+        self._client_timeout = client_timeout  # a client that sends none of its body, or takes none of its answer
         self._log_access = log_access
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -95,6 +96,12 @@ class HttpProtocol(asyncio.Protocol):
         self._chunked = False
         self._expect: bytes | None = None
         self._refusal: GatewayError | None = None
+        self._in_head = True  # reading a request head (trailers after a body are not fields of it)
+        self._url_size = 0
+        self._progressed = False  # llhttp called back during the current feed
+        self._stalled = 0  # bytes fed in a row with no callback: one field still arriving
+        self._peer_done = False  # the client shut its sending side: answer what it sent, then close
+        self._next_when_drained = False  # the client is not taking our answers: serve no more until it does
         self._body: RequestBody | None = None  # the body being parsed
         self._queue: collections.deque[Request | GatewayError] = collections.deque()
         self._busy = False  # a request is being handled
@@ -139,6 +146,10 @@ class HttpProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self._tunnel is not None:
             self._tunnel[1]()
+            return None
+        if self._busy or self._queue:
+            self._peer_done = True  # a client may shut its side once it has sent: it still gets its answer
+            return True
         return None  # close
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -167,12 +178,23 @@ class HttpProtocol(asyncio.Protocol):
         self._wake_writer()
         if self._tunnel is not None:
             self._tunnel[2](False)
+        if self._next_when_drained:
+            self._next_when_drained = False
+            self._pause(16, False)
+            if not self._busy:
+                self._next()
 
     # -- parsing ------------------------------------------------------------------------------------
     def _feed(self, data: bytes) -> None:
         assert self._parser is not None
+        self._progressed = False
         try:
             self._parser.feed_data(data)
+            # llhttp calls back only once a field is whole: bytes of a field that never ends would pile up
+            # in the parser (at a quadratic cost) without ever reaching the size checks of the callbacks.
+            self._stalled = 0 if self._progressed else self._stalled + len(data)
+            if self._stalled > MAX_HEAD and self._parser is not None:
+                self._refuse(HeadersTooLarge())
         except httptools.HttpParserUpgrade as exc:
             self._parser = None
             self._after_upgrade = data[exc.args[0]:]
@@ -185,6 +207,9 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(refusal or BadRequest())
 
     def on_message_begin(self) -> None:
+        self._progressed = True
+        self._in_head = True
+        self._url_size = 0
         self._url = []
         self._fields = []
         self._first = {}
@@ -194,10 +219,15 @@ class HttpProtocol(asyncio.Protocol):
         self._expect = None
 
     def on_url(self, url: bytes) -> None:
+        self._progressed = True
         self._url.append(url)
-        self._grow(len(url), UriTooLong)
+        self._url_size += len(url)
+        self._grow(self._url_size, UriTooLong)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._progressed = True
+        if not self._in_head:
+            return  # a trailer of a chunked body: never a field of the request
         self._grow(len(name) + len(value), HeadersTooLarge)
         self._fields.append((name, value))
         lowered = name.lower()
@@ -220,7 +250,8 @@ class HttpProtocol(asyncio.Protocol):
             self._expect = value.strip().lower()
 
     def _grow(self, size: int, error: type[GatewayError]) -> None:
-        self._head_size += size
+        """`size`: the field's, or the target's so far."""
+        self._head_size += size if error is HeadersTooLarge else 0
         if size > MAX_FIELD or self._head_size > MAX_HEAD:
             self._refusal = error()
             raise _Refused()
@@ -228,9 +259,16 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         assert parser is not None
+        self._progressed = True
+        self._in_head = False
         self._waiting_since = None
         version = parser.get_http_version()
         exists = self._chunked or bool(self._length)
+        if exists and parser.should_upgrade():
+            # llhttp skips the body of a request that asks to switch protocols: its bytes would be read as
+            # the next request when the switch is refused. A body there has no use; refuse it.
+            self._refusal = BadRequest("A request that asks to upgrade may not have a body.")
+            raise _Refused()
         go_on = None
         if self._expect is not None:
             if self._expect != b"100-continue":
@@ -240,7 +278,7 @@ class HttpProtocol(asyncio.Protocol):
                 go_on = self._continue
         if exists:
             body = RequestBody(length=None if self._chunked else self._length, exists=True,
-                               pause=self._pause_for_body, go_on=go_on)
+                               pause=self._pause_for_body, go_on=go_on, timeout=self._client_timeout)
         else:
             body = self._no_body if self._length is None else self._empty_body
         self._body = body
@@ -256,10 +294,13 @@ class HttpProtocol(asyncio.Protocol):
             self._start(request)
 
     def on_body(self, body: bytes) -> None:
+        self._progressed = True
         if self._body is not None:
             self._body.feed(body)
 
     def on_message_complete(self) -> None:
+        self._progressed = True
+        self._in_head = True
         if self._body is not None:
             self._body.end()
             self._body = None
@@ -281,7 +322,7 @@ class HttpProtocol(asyncio.Protocol):
         request = Request("GET", "/", "1.1", Headers([]), self._peer, self._scheme, self._no_body,
                           keep_alive=False, upgrade=False)
         Reply(self, request).send(error_response(error))
-        self.transport.close()
+        self._close(lingering=True)
 
     # -- handling -----------------------------------------------------------------------------------
     def _start(self, request: Request) -> None:
@@ -336,9 +377,10 @@ class HttpProtocol(asyncio.Protocol):
         if not reply.finished:
             reply.cut()  # a handler that neither answered nor failed: the answer is unusable
             return
-        if not reply.keep_alive:
+        if not reply.keep_alive or self._peer_done and not self._queue:
             self._close(lingering=not request.body.complete)
             return
+        request.body.discard()  # what the handler left unread: its buffer, and the pause it may hold
         if request is self._upgrading:  # the upgrade was not made: the connection stays HTTP
             leftover, self._after_upgrade, self._upgrading = self._after_upgrade or b"", None, None
             self._parser = httptools.HttpRequestParser(self)
@@ -350,6 +392,11 @@ class HttpProtocol(asyncio.Protocol):
         self._next()
 
     def _next(self) -> None:
+        if self._drain is not None:  # the client is not reading its answers: read and serve no more for now
+            self._next_when_drained = True
+            self._pause(16, True)
+            self._idle()
+            return
         while self._queue:
             queued = self._queue.popleft()
             if isinstance(queued, GatewayError):
@@ -370,13 +417,14 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._parser = None
         self._after_upgrade = None
+        self._cancel_timer()
         if lingering and transport.can_write_eof():
             transport.write_eof()
             self._pause(0xFF, False)
-            self._cancel_timer()
             self._timer = self._loop.call_later(LINGER, transport.close)
         else:
-            transport.close()
+            transport.close()  # once what was written has left; a client that takes none of it is cut off:
+            self._timer = self._loop.call_later(self._client_timeout, transport.abort)
 
     # -- timers and flow control --------------------------------------------------------------------
     def _idle(self) -> None:
@@ -392,8 +440,7 @@ class HttpProtocol(asyncio.Protocol):
         if since is None:  # a request is being handled: wait for it and for the next head
             self._timer = self._loop.call_later(self._keepalive_timeout, self._check_idle)
         elif self._loop.time() - since >= self._keepalive_timeout:
-            if self.transport is not None:
-                self.transport.close()
+            self._close(lingering=False)
         else:
             self._timer = self._loop.call_at(since + self._keepalive_timeout, self._check_idle)
 
@@ -431,7 +478,12 @@ class HttpProtocol(asyncio.Protocol):
 
     async def drain(self) -> None:
         if self._drain is not None:
-            await asyncio.shield(self._drain)
+            try:
+                async with asyncio.timeout(self._client_timeout):
+                    await asyncio.shield(self._drain)
+            except TimeoutError:
+                self.abort()  # the client took none of its answer in time: it holds an upstream connection
+                raise ClientGone() from None
         if self.closed:
             raise ClientGone()
 
@@ -446,8 +498,11 @@ class HttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """Draining: close when idle, else after the answer under way."""
         self.closing = True
-        if not self._busy and not self._queue:
-            self._close(lingering=False)
+        if not self._busy:  # requests queued behind none in flight were never begun: the client sends them again
+            if self._drain is not None:
+                self.abort()  # the client takes none of what was written: there is no closing cleanly
+            else:
+                self._close(lingering=False)
 
     def tunnel(self, received: Callable[[bytes], None], closed: Callable[[], None],
                paused: Callable[[bool], None]) -> bytes:

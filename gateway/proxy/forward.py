@@ -127,6 +127,8 @@ class _Exchange:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if self._sender.done() and (error := self._sender.exception()) is not None:
                 raise error
+            if not self._sender.done():  # the upstream answers before it has the whole body: its time runs
+                conn.watch(self.timeouts.read, self.timeouts.first_byte)
         else:
             conn.watch(self.timeouts.read, self.timeouts.first_byte)
         return await conn.head

@@ -127,6 +127,9 @@ class Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # a 101 to a request that asked for no upgrade
+            self._fail(BadResponse("an upgrade nobody asked for"))
+            self.abort()
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"unparseable answer: {exc}"))
 

@@ -164,3 +164,114 @@ async def test_idle_connections_close_after_the_keepalive_timeout(make_gateway: 
     assert await slow.closed()
     conn.close()
     slow.close()
+
+
+# -- defects an independent review found in the first version of the server, each reproduced here --------
+
+
+async def test_an_upgrade_request_with_a_body_is_refused_not_smuggled(gateway: TestClient, upstream: Any) -> None:
+    """llhttp skips the body of a request that asks to switch protocols: were it accepted, its bytes would be
+    read as the next request once the switch was refused (a Content-Length desync behind a front proxy)."""
+    smuggled = b"GET /v1_0/echo/public/SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
+    for upgrade in (b"websocket", b"foo"):
+        conn = await Conn.open(gateway)
+        conn.send(b"GET /v1_0/echo/public/ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: " + upgrade +
+                  b"\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+        status, _, body = await conn.answer()
+        assert status == 400 and b"may not have a body" in body
+        assert await conn.closed()
+        conn.close()
+    assert not [path for _, path in upstream.app[RECEIVED] if "SMUGGLED" in path]
+
+
+async def test_request_trailers_are_not_fields_of_the_request(gateway: TestClient) -> None:
+    conn = await Conn.open(gateway)
+    conn.send(b"POST /v1_0/echo/public HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"5\r\nhello\r\n0\r\nX-From-Trailer: yes\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+              b"GET /v1_0/echo/public/next HTTP/1.1\r\nHost: gw\r\n\r\n")
+    first, second = await conn.answer(), await conn.answer()
+    conn.close()
+    for status, _, body in (first, second):
+        seen = echo_headers(body)
+        assert status == 200 and "x-from-trailer" not in seen and "6.6.6.6" not in seen["x-forwarded-for"]
+
+
+async def test_a_field_that_never_ends_is_refused_early(gateway: TestClient) -> None:
+    conn = await Conn.open(gateway)
+    conn.send(b"GET /v1_0/echo/public HTTP/1.1\r\nHost: gw\r\nX-Endless: ")
+    for _ in range(16):  # up to 1 MiB, 64 KiB at a time, never a line end
+        try:
+            conn.send(b"a" * 65536)
+            await conn.writer.drain()
+        except ConnectionError:
+            break
+        await asyncio.sleep(0.01)
+    answered = await conn.answer()
+    conn.close()
+    assert answered[0] == 431
+
+
+async def test_a_client_that_does_not_read_stops_being_served(gateway: TestClient) -> None:
+    """Pipelined requests whose answers are never read: the server stops reading once its writes back up,
+    instead of answering into an ever-growing buffer."""
+    conn = await Conn.open(gateway)
+    flood = b"GET /v1_0/nothing-here HTTP/1.1\r\nHost: gw\r\n\r\n" * 2000
+    sent = 0
+    try:
+        for _ in range(100):  # up to 9 MB, while the gateway still takes it
+            await asyncio.wait_for(conn.writer.drain(), 2)
+            conn.send(flood)
+            sent += len(flood)
+    except (TimeoutError, ConnectionError):
+        pass
+    conn.close()
+    assert sent < 100 * len(flood)  # our sending backed up: the gateway stopped reading
+
+
+async def test_a_half_closed_client_still_gets_its_answer(gateway: TestClient) -> None:
+    reader, writer = await asyncio.open_connection(gateway.server.host, gateway.server.port)
+    writer.write(b"GET /_stub/slow?seconds=0.2 HTTP/1.1\r\nHost: gw\r\n\r\n")
+    writer.write_eof()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_refused_body_left_unread_does_not_stall_the_connection(make_gateway: Any, upstream: Any) -> None:
+    raw = config_dict(str(upstream.make_url("")).rstrip("/"))
+    raw["server"] = {"keepalive_timeout": "10s"}
+    client = await make_gateway(parse_config(raw, env={}))
+    conn = await Conn.open(client)
+    body = b"x" * 300_000  # more than the server buffers before it pauses reading
+    conn.send(b"POST /v1_0/user/profile HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    await asyncio.sleep(0.3)  # the whole body has arrived before the answer is written
+    status, headers, _ = await conn.answer()
+    assert status == 401
+    if headers.get("connection") != "close":
+        conn.send(b"GET /v1_0/channels HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert (await conn.answer())[0] == 200
+    conn.close()
+
+
+async def test_a_client_that_stops_sending_its_body_gets_408_and_frees_the_upstream(make_gateway: Any,
+                                                                                   upstream: Any) -> None:
+    raw = config_dict(str(upstream.make_url("")).rstrip("/"))
+    raw["server"] = {"client_timeout": "500ms"}
+    raw["upstreams"]["news"]["max_connections"] = 1
+    client = await make_gateway(parse_config(raw, env={}))
+    stalled = await Conn.open(client)
+    stalled.send(b"POST /v1_0/echo/public HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"5\r\nhello\r\n")  # and then nothing
+    status, _, body = await stalled.answer()
+    assert status == 408 and json.loads(body) == {"message": "Request body timed out."}
+    stalled.close()
+    assert (await client.get("/v1_0/channels")).status == 200  # the one upstream connection is free again
+
+
+async def test_a_non_ascii_token_is_a_401_not_a_500(gateway: TestClient) -> None:
+    for target in (b"GET /v1_0/user/profile", b"PUT /v1_0/authorizations"):
+        conn = await Conn.open(gateway)
+        conn.send(target + b" HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer \xff\xfe\r\nContent-Length: 0\r\n\r\n")
+        status, _, _ = await conn.answer()
+        conn.close()
+        assert status in (401, 403)
