@@ -344,20 +344,18 @@ class HttpProtocol(asyncio.Protocol):
                     request = await self._waiter
                 except asyncio.CancelledError:
                     return
-            await self._run(request, Reply(self, request))
-
-    async def _run(self, request: Request, reply: Reply) -> None:
-        try:
-            await self._handler(request, reply)
-        except ClientGone:
-            log.debug("client went away during %s %s", request.method, request.path)
-        except GatewayError as error:
-            self._fail(reply, error)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            self._fail(reply, InternalError())
-        finally:
-            self._done(request, reply)
+            reply = Reply(self, request)
+            try:
+                await self._handler(request, reply)
+            except ClientGone:
+                log.debug("client went away during %s %s", request.method, request.path)
+            except GatewayError as error:
+                self._fail(reply, error)
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                self._fail(reply, InternalError())
+            finally:
+                self._done(request, reply)
 
     def _fail(self, reply: Reply, error: GatewayError) -> None:
         if self.closed:
