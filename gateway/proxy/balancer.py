@@ -58,6 +58,9 @@ class RoundRobin(Balancer):
     """nginx's smooth weighted round robin: weights 5,1,1 give a a b a c a a, not a a a a a b c."""
 
     def pick(self, avoid: Collection[Target] = ()) -> Target | None:
+        if len(self.targets) == 1:  # the common sidecar case, without building a list per request
+            only = self.targets[0]
+            return only if only not in avoid and only.available() else None
         candidates = self.candidates(avoid)
         if len(candidates) <= 1:
             return candidates[0] if candidates else None

@@ -77,7 +77,7 @@ class _Exchange:
         self.upstream = route.upstream
         self.request = request
         self.timeouts = route.timeouts
-        self.may_retry = route.may_retry(request.method)
+        self._route = route
         self.body = _Body(request.body, route.body_limit)
         self._small: bytes | None = b""  # the body when it is sent whole with the head (see _Body.small)
         self._fields = fields  # without the client's framing: see _Body.framing
@@ -162,15 +162,18 @@ class _Exchange:
         if isinstance(exc, (_BodyTooLarge, QueueTimeout)):
             return None  # the client's doing, or the gateway's own limit: never the target's
         if isinstance(exc, Disconnected) and exc.stale and attempts < 2 and self.body.replayable():
-            if exc.nothing_sent or self.may_retry or not self.body.exists:
+            if exc.nothing_sent or self._may_retry() or not self.body.exists:
                 return "same"
             return None
         self._count_failure(exc, target)
         if attempts >= 2 or not self.body.replayable():
             return None
         if isinstance(exc, ConnectFailed):
-            return "other" if self.may_retry else None
+            return "other" if self._may_retry() else None
         return None
+
+    def _may_retry(self) -> bool:
+        return self._route.may_retry(self.request.method)
 
     def _count_failure(self, exc: BaseException, target: Target) -> None:
         if isinstance(exc, (UpstreamError, asyncio.TimeoutError)) and target.failed():
