@@ -48,7 +48,7 @@ class Pipeline:
         user_id = None
         if claims is not None:
             if not authenticator.authorized(claims, mode):  # the user's status is not cached
-                await authenticator.authorize(claims, mode)
+                await authenticator.status_allows(claims)
             user_id = claims.user_id
         if route.limits:
             await self._limits.route(route.path, route.limits, self._client_ip(request), user_id)

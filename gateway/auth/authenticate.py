@@ -1,8 +1,9 @@
 """The authenticate and authorize stages of the proxy pipeline.
 
 `authenticate` turns the Authorization header into Claims (or None for an
-anonymous request) under the route's mode; `authorize` then refuses refresh
-tokens, revoked sessions and disabled users. Both raise; neither touches the
+anonymous request) under the route's mode; `authorized` then refuses refresh
+tokens, revoked sessions and disabled users, with `status_allows` asking the
+store when the user's status is not cached. They raise; none touches the
 request body. Revocation is a local look-up; user status is cached.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Authenticator:
 
     def authorized(self, claims: Claims, mode: str) -> bool:
         """The checks that need no I/O: raises when they refuse, True when they allow, False when the user's
-        status must be looked up first (`authorize`)."""
+        status is not cached and must be looked up (`status_allows`)."""
         if claims.refresh:
             raise Forbidden("Do not use refresh token.")
         if self.revoked(claims):
@@ -59,8 +60,9 @@ class Authenticator:
             raise Forbidden("User denied.")
         return True
 
-    async def authorize(self, claims: Claims, mode: str) -> None:
-        if not self.authorized(claims, mode) and not await self.status.enabled(claims.user_id):
+    async def status_allows(self, claims: Claims) -> None:
+        """The rest of `authorized`, once it answered False: the user's status, from the store."""
+        if not await self.status.enabled(claims.user_id):
             raise Forbidden("User denied.")
 
     def revoked(self, claims: Claims) -> bool:

@@ -27,7 +27,6 @@ class RequestBody:
         self.length = length  # from Content-Length; None when chunked or absent
         self.exists = exists
         self.complete = not exists  # every byte of it has been received
-        self.started = False  # a byte of it has been handed out
         self._pause = pause  # pause(True) stops reading from the client, pause(False) resumes
         self._go_on = go_on  # sends 100 Continue
         self._chunks: collections.deque[bytes] = collections.deque()
@@ -75,7 +74,6 @@ class RequestBody:
                 self._waiter = None
         chunk = self._chunks.popleft()
         self._took(len(chunk))
-        self.started = True
         return chunk
 
     async def read_all(self, limit: int) -> bytes:

@@ -36,7 +36,8 @@ MAX_HEAD = 64 * 1024  # the whole head
 
 
 class _Refused(Exception):
-    """Raised from an llhttp callback: the request is refused with the error set beside it."""
+    """Raised from an llhttp callback, which llhttp turns into a parse error: the request is refused
+    with the error set beside it (`HttpProtocol._refused`)."""
 
 
 class Connections:
@@ -91,7 +92,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url: list[bytes] = []
         self._fields: RawFields = []
         self._first: dict[bytes, bytes] = {}  # the first value of each field, by lowercase name
-        self._head_size = 0
+        self._head_size = 0  # of the fields
         self._length: int | None = None
         self._chunked = False
         self._expect: bytes | None = None
@@ -114,11 +115,12 @@ class HttpProtocol(asyncio.Protocol):
         self._last: Request | None = None  # the request parsed last
         self._upgrading: Request | None = None  # the request after which llhttp stopped: it asked to upgrade
         self._tunnel: tuple[Callable[[bytes], None], Callable[[], None], Callable[[bool], None]] | None = None
-        self._paused = 0  # bit 1: body buffer full, 2: requests queued, 4: upgrade pending, 8: tunnel
+        # why reading from the client is paused, a bit each: 1 body buffer full, 2 requests queued, 4 an upgrade
+        # pending, 8 the tunnel's other end backed up, 16 the client not taking its answers (0xFF: all)
+        self._paused = 0
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiting_since: float | None = None  # when the connection began to wait for a request head
-        self.closing = False
         self.closed = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
@@ -131,7 +133,6 @@ class HttpProtocol(asyncio.Protocol):
         self._no_body = RequestBody(length=None, exists=False, pause=self._pause_for_body)
         self._empty_body = RequestBody(length=0, exists=False, pause=self._pause_for_body)
         self.connections.open.add(self)
-        self.closing = self.connections.closing
         self._idle()
 
     def data_received(self, data: bytes) -> None:
@@ -222,39 +223,37 @@ class HttpProtocol(asyncio.Protocol):
         self._progressed = True
         self._url.append(url)
         self._url_size += len(url)
-        self._grow(self._url_size, UriTooLong)
+        if self._url_size > MAX_FIELD:
+            raise self._refused(UriTooLong())
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._progressed = True
         if not self._in_head:
             return  # a trailer of a chunked body: never a field of the request
-        self._grow(len(name) + len(value), HeadersTooLarge)
+        size = len(name) + len(value)
+        self._head_size += size
+        if size > MAX_FIELD or self._head_size > MAX_HEAD:
+            raise self._refused(HeadersTooLarge())
         self._fields.append((name, value))
         lowered = name.lower()
-        if lowered not in self._first:
-            self._first[lowered] = value
+        self._first.setdefault(lowered, value)
         if lowered == b"content-length":
             try:
                 self._length = int(value)  # llhttp refuses two that differ, and forwarded is this number
             except ValueError:
-                self._refusal = BadRequest("Invalid Content-Length.")
-                raise _Refused() from None
+                raise self._refused(BadRequest("Invalid Content-Length.")) from None
         elif lowered == b"transfer-encoding":
             # RFC 9112 §6.1: chunked is the one coding a request body may have, and it comes last; a
             # value the gateway would read one way and an upstream another is refused.
             if value.strip().lower() != b"chunked":
-                self._refusal = BadRequest("Transfer-Encoding other than chunked is not supported.")
-                raise _Refused()
+                raise self._refused(BadRequest("Transfer-Encoding other than chunked is not supported."))
             self._chunked = True
         elif lowered == b"expect":
             self._expect = value.strip().lower()
 
-    def _grow(self, size: int, error: type[GatewayError]) -> None:
-        """`size`: the field's, or the target's so far."""
-        self._head_size += size if error is HeadersTooLarge else 0
-        if size > MAX_FIELD or self._head_size > MAX_HEAD:
-            self._refusal = error()
-            raise _Refused()
+    def _refused(self, error: GatewayError) -> _Refused:
+        self._refusal = error
+        return _Refused()
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -264,16 +263,15 @@ class HttpProtocol(asyncio.Protocol):
         self._waiting_since = None
         version = parser.get_http_version()
         exists = self._chunked or bool(self._length)
-        if exists and parser.should_upgrade():
+        upgrade = parser.should_upgrade()
+        if exists and upgrade:
             # llhttp skips the body of a request that asks to switch protocols: its bytes would be read as
             # the next request when the switch is refused. A body there has no use; refuse it.
-            self._refusal = BadRequest("A request that asks to upgrade may not have a body.")
-            raise _Refused()
+            raise self._refused(BadRequest("A request that asks to upgrade may not have a body."))
         go_on = None
         if self._expect is not None:
             if self._expect != b"100-continue":
-                self._refusal = ExpectationFailed()
-                raise _Refused()
+                raise self._refused(ExpectationFailed())
             if version == "1.1" and exists:
                 go_on = self._continue
         if exists:
@@ -285,7 +283,7 @@ class HttpProtocol(asyncio.Protocol):
         request = Request(parser.get_method().decode("ascii"),
                           b"".join(self._url).decode("utf-8", "surrogateescape"), version,
                           Headers(self._fields, self._first), self._peer, self._scheme, body,
-                          keep_alive=parser.should_keep_alive(), upgrade=parser.should_upgrade())
+                          keep_alive=parser.should_keep_alive(), upgrade=upgrade)
         self._last = request
         if self._busy:
             self._queue.append(request)
@@ -300,7 +298,6 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._progressed = True
-        self._in_head = True
         if self._body is not None:
             self._body.end()
             self._body = None
@@ -404,7 +401,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._pause(2, False)
             self._start(queued)
             return
-        if self.closing:
+        if self.connections.closing:
             self._close(lingering=False)
         else:
             self._idle()
@@ -494,8 +491,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def shutdown(self) -> None:
-        """Draining: close when idle, else after the answer under way."""
-        self.closing = True
+        """Draining (`connections.closing` is set): close when idle, else after the answer under way."""
         if not self._busy:  # requests queued behind none in flight were never begun: the client sends them again
             if self._drain is not None:
                 self.abort()  # the client takes none of what was written: there is no closing cleanly

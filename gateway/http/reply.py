@@ -54,7 +54,7 @@ class Reply:
         `framed`: `fields` carries the upstream's own Content-Length."""
         request = self._request
         self._no_body = request.method == "HEAD" or status in _NO_BODY or status < 200
-        self.keep_alive = (request.keep_alive and request.body.complete and not self._protocol.closing
+        self.keep_alive = (request.keep_alive and request.body.complete and not self._protocol.connections.closing
                            and status != 101)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, reason), _SERVER_LINE, fields]
         if not framed and not self._no_body:
@@ -65,12 +65,11 @@ class Reply:
                 head.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 self.keep_alive = False  # an HTTP/1.0 client reads to the end of the connection
-        if status == 101:
-            pass
-        elif not self.keep_alive:
-            head.append(b"Connection: close\r\n")
-        elif request.version == "1.0":
-            head.append(b"Connection: keep-alive\r\n")
+        if status != 101:  # a switch of protocols carries the upstream's Connection: Upgrade
+            if not self.keep_alive:
+                head.append(b"Connection: close\r\n")
+            elif request.version == "1.0":
+                head.append(b"Connection: keep-alive\r\n")
         head.append(b"\r\n")
         self.status = status
         self.started = True

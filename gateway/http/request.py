@@ -29,20 +29,15 @@ class Headers:
         wanted = name.lower().encode("latin-1")
         return [value.decode("utf-8", "surrogateescape") for field, value in self.raw if field.lower() == wanted]
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower().encode("latin-1") in self._first
-
 
 class Request:
-    __slots__ = ("method", "target", "path", "query", "version", "headers", "peer", "scheme", "body",
-                 "keep_alive", "upgrade")
+    __slots__ = ("method", "path", "query", "version", "headers", "peer", "scheme", "body", "keep_alive",
+                 "upgrade")
 
     def __init__(self, method: str, target: str, version: str, headers: Headers, peer: str, scheme: str,
                  body: RequestBody, *, keep_alive: bool, upgrade: bool) -> None:
         self.method = method
-        self.target = target  # the request-target as sent (origin-form)
-        path, _, self.query = target.partition("?")
-        self.path = path
+        self.path, _, self.query = target.partition("?")  # of the request-target as sent
         self.version = version  # "1.1" or "1.0"
         self.headers = headers
         self.peer = peer  # the socket's peer address

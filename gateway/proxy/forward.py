@@ -28,7 +28,7 @@ from .balancer import Target
 from .headers import client_response_fields
 from .route import Route
 from .transport import (
-    BadResponse, ConnectFailed, ConnectTimeout, Connection, Disconnected, Pool, QueueTimeout, ReadTimeout, ResponseHead,
+    ConnectFailed, ConnectTimeout, Connection, Disconnected, Pool, QueueTimeout, ReadTimeout, ResponseHead,
     UpstreamError,
 )
 from .upstream import Upstream
@@ -79,7 +79,6 @@ class _Exchange:
         self.timeouts = route.timeouts
         self._route = route
         self.body = _Body(request.body, route.body_limit)
-        self._small: bytes | None = b""  # the body when it is sent whole with the head (see _Body.small)
         self._fields = fields  # without the client's framing: see _Body.framing
         self._path_qs = path_qs
         self.conn: Connection | None = None
@@ -92,7 +91,7 @@ class _Exchange:
         tried: list[Target] = []
         same_target_ok = False
         if self.body.exists:
-            self._small = await self.body.small()  # before taking a connection: a slow client holds none
+            await self.body.read_small()  # before taking a connection: a slow client holds none
         while True:
             target = balancer.pick(tried) or (balancer.pick() if same_target_ok else None)
             if target is None:
@@ -118,9 +117,9 @@ class _Exchange:
         conn = self.conn = pool.idle() or await pool.acquire(self.timeouts.connect)
         conn.begin(head_only=self.request.method == "HEAD")
         head = _request_head(self.request.method, self._path_qs, pool, self._fields, self.body.framing)
-        small = self._small
-        conn.write(head + small if small else head)
-        if small is None and self.body.exists:
+        whole = self.body.whole
+        conn.write(head + whole if whole else head)
+        if whole is None:
             self._sender = asyncio.ensure_future(self.body.stream_to(conn, self.timeouts.read))
             self._sender.add_done_callback(self._body_sent)
             either: list[asyncio.Future[Any]] = [self._sender, conn.head]
@@ -206,7 +205,9 @@ class _Body:
         self.exists = body.exists
         self.started = False  # a byte of a streamed body has been read from the client
         self.too_large = False
-        self._data: bytes | None = None
+        # The whole body, when it has none or a small one that read_small() read: it goes with the head
+        # and again on a retry. None: it is streamed.
+        self.whole: bytes | None = None if self.exists else b""
         if self.length is not None:
             self.framing = b"Content-Length: %d\r\n" % self.length
         else:
@@ -215,18 +216,13 @@ class _Body:
     def replayable(self) -> bool:
         return not self.started and not self.too_large
 
-    async def small(self) -> bytes | None:
-        """The whole body when its length is known and small (b"" for none), else None: stream it."""
-        if self._data is not None:
-            return self._data
-        if not self.exists:
-            self._data = b""
-        elif self.length is not None and self.length <= SMALL_BODY:
+    async def read_small(self) -> None:
+        """Read the body into `whole` when its length is known and small."""
+        if self.length is not None and self.length <= SMALL_BODY:
             data = await self._body.read_all(self.length)
             if len(data) != self.length:
                 raise BodyIncomplete()
-            self._data = data
-        return self._data
+            self.whole = data
 
     async def stream_to(self, conn: Connection, send_timeout: float) -> None:
         chunked = self.length is None
@@ -279,7 +275,7 @@ async def _relay_rest(reply: Reply, exchange: _Exchange) -> None:
         while chunk := await conn.read():
             reply.write(chunk)
             await reply.drain()
-    except (UpstreamError, BadResponse) as exc:
+    except UpstreamError as exc:
         _cut(reply, f"the upstream broke off ({type(exc).__name__})")
         return
     reply.end()

@@ -26,8 +26,9 @@ _RESPONSE_DROP = HOP_BY_HOP | {"server"}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
+RESPONSE_DROP_RAW = frozenset(name.encode() for name in _RESPONSE_DROP)  # never sent back to a client
 _HAS_LENGTH, _HAS_REQUEST_ID, _HAS_DATE, _DROP = 1, 2, 4, 8
-_RESPONSE_FIELD = {name.encode(): _DROP for name in _RESPONSE_DROP} | {
+_RESPONSE_FIELD = {name: _DROP for name in RESPONSE_DROP_RAW} | {
     b"content-length": _HAS_LENGTH, b"x-request-id": _HAS_REQUEST_ID, b"date": _HAS_DATE}
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive"})  # dropped with Connection itself
 _REQUEST_DROP_RAW = frozenset(name.encode() for name in _REQUEST_DROP)

@@ -224,8 +224,7 @@ class Connection(asyncio.Protocol):
         self._buffered = 0
         self._active = True
         self.complete = self.received = False
-        self.last_read = self._loop.time()
-        self._watching = False
+        self._watching = False  # watch() starts the clock once the request is sent
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():

@@ -19,11 +19,10 @@ import httptools
 from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream
 from ..http.reply import ClientGone, Reply
 from ..http.request import Request
-from .headers import HOP_BY_HOP, RawFields
+from .headers import RESPONSE_DROP_RAW, RawFields
 from .route import Route
 
 log = logging.getLogger("gateway.proxy.websocket")
-_DROP_FROM_101 = frozenset(name.encode() for name in HOP_BY_HOP | {"server"})
 
 
 def is_upgrade(request: Request) -> bool:
@@ -62,7 +61,7 @@ async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs:
     target.active += 1
     try:
         lines = b"".join(b"%s: %s\r\n" % (name, value) for name, value in side.fields
-                         if name.lower() not in _DROP_FROM_101)
+                         if name.lower() not in RESPONSE_DROP_RAW)
         reply.start(101, b"Switching Protocols", b"Connection: Upgrade\r\nUpgrade: websocket\r\n" + lines,
                     length=None, framed=True)
         side.join(reply, reply.take_over(side.write, side.close, side.pause_reading))

@@ -24,23 +24,20 @@ from typing import Any, Awaitable, Callable, NamedTuple, Protocol
 from redis.exceptions import RedisError
 
 from . import StoreUnavailable
-from .failures import MemoryFailures, Window, failures_key, member
+from .failures import LUA, MemoryFailures, Window, failures_key, member, wait_of
 from .kv import KeyValue, MemoryKV
 
 log = logging.getLogger("gateway.stores.codes")
 SWEEP_AT = 1024
 _DOWN = (RedisError, OSError)
 
-CHECK = """
+CHECK = LUA + """
 local limit = tonumber(ARGV[5])
 local now = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
 if limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[3]) >= limit then
-    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    return -1 - (tonumber(oldest[2]) + window - now)
-  end
+  local wait = spent(KEYS[3], now, window, limit)
+  if wait then return -1 - wait end
 end
 local ok = 0
 local code = redis.call('GET', KEYS[1])
@@ -54,10 +51,7 @@ if code then
     ok = 1
   end
 end
-if ok == 0 and limit > 0 then
-  redis.call('ZADD', KEYS[3], now, ARGV[6])
-  redis.call('PEXPIRE', KEYS[3], window)
-end
+if ok == 0 and limit > 0 then record(KEYS[3], now, window, ARGV[6]) end
 return ok
 """
 
@@ -159,9 +153,7 @@ class RedisCodeStore:
                 raise StoreUnavailable() from None
             return await _counting_here(self._local_failures, mobile, failures,
                                         lambda: self._check_on_replica(mobile, guess, max_attempts))
-        if result < 0:
-            return Checked(False, max((-1 - result) / 1000, 1.0))
-        return Checked(result == 1)
+        return Checked(result == 1, wait_of(result))
 
     async def _check_on_replica(self, mobile: str, guess: str, max_attempts: int) -> bool:
         assert self._replica is not None

@@ -22,16 +22,32 @@ from redis.exceptions import RedisError
 log = logging.getLogger("gateway.stores.failures")
 _DOWN = (RedisError, OSError)
 
-EXHAUSTED = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then return -1 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return tonumber(oldest[2]) + tonumber(ARGV[2]) - tonumber(ARGV[1])
+# The window's rule, in one place for every script that reads or counts failures (codes.py's too).
+# spent(): the milliseconds until the oldest failure leaves the window when `limit` are in it, else nil.
+LUA = """
+local function spent(key, now, window, limit)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) < limit then return nil end
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return tonumber(oldest[2]) + window - now
+end
+local function record(key, now, window, member)
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, window)
+end
 """
-RECORD = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# The scripts answer -1 - wait when the window is spent: a negative number is never another answer.
+EXHAUSTED = LUA + """
+local wait = spent(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+if wait then return -1 - wait end
+return 0
 """
+RECORD = LUA + "record(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])\n"
+
+
+def wait_of(answer: int) -> float | None:
+    """The seconds to wait that a script's negative answer stands for (at least one), else None."""
+    return max((-1 - answer) / 1000, 1.0) if answer < 0 else None
 
 
 class Window(NamedTuple):
@@ -94,12 +110,12 @@ class RedisFailures:
     async def exhausted(self, subject: str, window: Window) -> float | None:
         now_ms = int(time.time() * 1000)
         try:
-            wait_ms = await self._exhausted(keys=[failures_key(subject)],
+            answer = await self._exhausted(keys=[failures_key(subject)],
                                             args=[now_ms, int(window.seconds * 1000), window.limit])
         except _DOWN as exc:
             log.error("redis unavailable, counting failed logins per instance: %s", exc)
             return self.local.exhausted_now(subject, window)
-        return None if int(wait_ms) < 0 else max(int(wait_ms) / 1000, 1.0)
+        return wait_of(int(answer))
 
     async def record(self, subject: str, window: Window) -> None:
         now_ms = int(time.time() * 1000)
