@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 
 from .config import Config, ConfigError, load_config
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         from .users_cli import run_users_command
 
         return asyncio.run(run_users_command(config, args.action, args.user))
-    return _run(config, dev=args.dev, worker=getattr(args, "worker", None))
+    return _run(config, dev=args.dev, worker=getattr(args, "worker", None), listen_fd=getattr(args, "listen_fd", None),
+                table_fd=getattr(args, "table_fd", None))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", parents=[common], help="serve (the default)")
     run.add_argument("--dev", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    # set by the supervisor for its workers: their index, the shared listening socket and the workers' table
+    run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--table-fd", type=int, default=None, help=argparse.SUPPRESS)
     sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
     sub.add_parser("migrate", parents=[common], help="create the user tables (idempotent)")
     users = sub.add_parser("users", parents=[common], help="set-password, revoke, disable or enable a user")
@@ -54,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(config: Config, *, dev: bool, worker: int | None) -> int:
+def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None = None,
+         table_fd: int | None = None) -> int:
     logging.basicConfig(level=config.server.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("gateway")
     if config.jwt.generated and not worker:
@@ -67,10 +73,15 @@ def _run(config: Config, *, dev: bool, worker: int | None) -> int:
         from .supervisor import Supervisor
 
         return Supervisor(config, dev=dev).run()
+    from .balance import WorkerTable
     from .server import Server, bind, with_worker_id
 
-    sock = bind(config.server.host, config.server.port, reuse_port=workers > 1)
-    server = Server(with_worker_id(config, worker or 0), dev=dev, worker=worker or 0)
+    if listen_fd is not None and table_fd is not None and worker is not None:  # a worker of the supervisor
+        sock = socket.socket(fileno=listen_fd)
+        table: WorkerTable | None = WorkerTable(table_fd, workers, worker)
+    else:
+        sock, table = bind(config.server.host, config.server.port), None
+    server = Server(with_worker_id(config, worker or 0), dev=dev, worker=worker or 0, table=table)
     with asyncio.Runner(loop_factory=_new_event_loop) as runner:
         runner.run(server.run(sock))
     return 0

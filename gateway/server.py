@@ -19,20 +19,18 @@ import socket
 from dataclasses import replace
 
 from .app import Gateway, open_gateway
+from .balance import BEAT, BalancedListener, WorkerTable
 from .config import Config, ConfigError, load_config
 from .http.protocol import Connections, HttpProtocol
 
 log = logging.getLogger("gateway.server")
 
 
-def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """Bound, not yet listening: a worker joins the port's SO_REUSEPORT group only once it can serve,
-    so no connection waits in the queue of a worker that is still starting."""
+def bind(host: str, port: int) -> socket.socket:
+    """Bound, not yet listening: the port answers once the gateway can serve."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.setblocking(False)
     return sock
@@ -45,11 +43,13 @@ def _listening(sock: socket.socket) -> bool:
 class Generation:
     """One configuration, serving."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, table: WorkerTable | None = None) -> None:
         self.config = config
+        self._table = table  # one of several workers: connections are taken as the table allows
         self._resources = contextlib.AsyncExitStack()
-        self._connections = Connections()
+        self._connections = Connections(on_close=table.closed if table is not None else None)
         self._server: asyncio.AbstractServer | None = None
+        self._listener: BalancedListener | None = None
         self.gateway: Gateway | None = None
 
     async def start(self, sock: socket.socket) -> None:
@@ -58,31 +58,42 @@ class Generation:
         if not _listening(sock):
             sock.listen(1024)
         connections, server = self._connections, self.config.server
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: HttpProtocol(gateway.handle, connections, keepalive_timeout=server.keepalive_timeout,
-                                 client_timeout=server.client_timeout, log_access=server.access_log),
-            sock=sock.dup())
+
+        def protocol() -> HttpProtocol:
+            return HttpProtocol(gateway.handle, connections, keepalive_timeout=server.keepalive_timeout,
+                                client_timeout=server.client_timeout, log_access=server.access_log)
+
+        if self._table is not None:
+            self._listener = BalancedListener(sock, self._table, protocol)
+            self._listener.start()
+        else:
+            self._server = await asyncio.get_running_loop().create_server(protocol, sock=sock.dup())
 
     async def stop(self) -> None:
         """Stop accepting, let the requests in flight finish (up to shutdown_timeout), then close the stores."""
         if self._server is not None:
             self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         await self._connections.drain(self.config.server.shutdown_timeout)
         await self._resources.aclose()
 
 
 class Server:
-    def __init__(self, config: Config, *, dev: bool = False, worker: int = 0) -> None:
+    def __init__(self, config: Config, *, dev: bool = False, worker: int = 0, table: WorkerTable | None = None
+                 ) -> None:
         self.config = config
         self.dev = dev
         self.worker = worker
+        self._table = table
         self._stopped = asyncio.Event()
         self._reloading = asyncio.Lock()
 
     async def run(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        current = Generation(self.config)
+        current = Generation(self.config, self._table)
         await current.start(sock)
+        beating = asyncio.create_task(self._beat()) if self._table is not None else None
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload(sock)))
         loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
         loop.add_signal_handler(signal.SIGINT, self._stopped.set)
@@ -93,6 +104,10 @@ class Server:
         log.info("listening on http://%s:%d", *sock.getsockname()[:2])
         await self._stopped.wait()
         log.info("stopping: draining requests in flight for up to %.0fs", self.config.server.shutdown_timeout)
+        if beating is not None:
+            beating.cancel()
+            assert self._table is not None
+            self._table.leave()  # no longer accepting: the other workers take every new connection
         async with self._reloading:
             await self._current.stop()
         log.info("stopped")
@@ -107,7 +122,7 @@ class Server:
                     log.error("  %s", problem)
                 return
             config = with_worker_id(config, self.worker)
-            fresh = Generation(config)
+            fresh = Generation(config, self._table)
             try:
                 await fresh.start(sock)
             except Exception:
@@ -117,6 +132,14 @@ class Server:
             old, self._current, self.config = self._current, fresh, config
             log.info("reloaded %s", config.source)
             await old.stop()
+
+
+    async def _beat(self) -> None:
+        """Tell the other workers, through the table, that this one is serving."""
+        assert self._table is not None
+        while True:
+            self._table.beat()
+            await asyncio.sleep(BEAT)
 
 
 def with_worker_id(config: Config, worker: int) -> Config:

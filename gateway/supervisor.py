@@ -1,8 +1,10 @@
-"""`server.workers: N`: N worker processes on one port (SO_REUSEPORT), kept alive.
+"""`server.workers: N`: N worker processes on one listening socket, kept alive.
 
-The supervisor runs no app itself. It starts the workers, restarts one that
+The supervisor runs no app itself. It makes the listening socket and the
+workers' table (balance.py), starts the workers with both, restarts one that
 dies, passes SIGHUP (reload) and SIGTERM (drain and stop) on to all of them,
-and exits when they have stopped.
+and exits when they have stopped. Connections that arrive while a worker
+restarts wait in the shared queue for the others.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import subprocess
 import sys
 import time
 
+from .balance import WorkerTable
 from .config import Config
+from .server import bind
 
 log = logging.getLogger("gateway.supervisor")
 RESTART_DELAY = 1.0
@@ -28,13 +32,18 @@ class Supervisor:
         self.dev = dev
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        self.sock = bind(config.server.host, config.server.port)  # the first worker that can serve listens
+        self.table = WorkerTable.create(config.server.workers)
 
     def command(self, index: int) -> list[str]:
-        args = [sys.executable, "-m", "gateway", "run", "--config", self.config.source, "--worker", str(index)]
+        args = [sys.executable, "-m", "gateway", "run", "--config", self.config.source, "--worker", str(index),
+                "--listen-fd", str(self.sock.fileno()), "--table-fd", str(self.table.fd)]
         return args + (["--dev"] if self.dev else [])
 
     def start(self, index: int) -> None:
-        self.workers[index] = subprocess.Popen(self.command(index), env=self.env)
+        self.table.clear(index)  # until the worker serves, the others take every connection
+        self.workers[index] = subprocess.Popen(self.command(index), env=self.env,
+                                               pass_fds=(self.sock.fileno(), self.table.fd))
         log.info("worker %d started (pid %d)", index, self.workers[index].pid)
 
     def signal_all(self, signum: int) -> None:
@@ -52,6 +61,7 @@ class Supervisor:
             for index, proc in list(self.workers.items()):
                 if proc.poll() is not None and not self.stopping:
                     log.error("worker %d exited with %s; restarting it", index, proc.returncode)
+                    self.table.clear(index)
                     time.sleep(RESTART_DELAY)
                     self.start(index)
             time.sleep(0.1)
@@ -61,6 +71,8 @@ class Supervisor:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.sock.close()
+        self.table.close()
         log.info("all workers stopped")
         return 0
 

@@ -178,7 +178,7 @@ class GatewayServer(BaseTestServer):
     async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
         if self._generation is not None:
             return
-        sock = bind(self.host, 0, reuse_port=False)
+        sock = bind(self.host, 0)
         self.port = sock.getsockname()[1]
         generation = Generation(self.config)
         try:

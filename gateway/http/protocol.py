@@ -43,8 +43,9 @@ class _Refused(Exception):
 class Connections:
     """The open connections of one server, for draining, and the Date field, made once a second."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_close: Callable[[], None] | None = None) -> None:
         self.open: set[HttpProtocol] = set()
+        self._on_close = on_close  # told of each connection that closes (the worker table's count)
         self.closing = False
         self._second = -1
         self._date = b""
@@ -57,7 +58,10 @@ class Connections:
         return self._date
 
     def closed(self, conn: HttpProtocol) -> None:
-        self.open.discard(conn)
+        if conn in self.open:
+            self.open.remove(conn)
+            if self._on_close is not None:
+                self._on_close()
         if not self.open and self._empty is not None:
             self._empty.set()
 

@@ -235,3 +235,44 @@ async def test_clients_that_go_away_leave_no_error_in_the_log(stub: str, tmp_pat
         assert gateway.stop() == 0
     log = gateway.log.read_text()
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
+
+
+def _established(port: int, pid: int) -> int:
+    """Client connections to `port` that process `pid` holds open, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = fd.readlink().name
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+            count += 1
+    return count
+
+
+async def test_workers_share_connections_evenly(tmp_path: Path, stub: str, real_redis_url: str) -> None:
+    """Keep-alive connections opened together are spread one for one, not as the kernel's hash falls."""
+    raw = gateway_raw(stub, tmp_path, workers=2)
+    raw["redis"] = {"url": real_redis_url}
+    gateway = Running(tmp_path, raw)
+    try:
+        deadline = time.monotonic() + 20
+        while len(children(gateway.proc.pid)) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)  # both workers serve
+        opened = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(20)]
+        for _, writer in opened:
+            writer.write(b"GET /v1_0/channels HTTP/1.1\r\nHost: t\r\n\r\n")
+        for reader, _ in opened:
+            assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 200")
+        held = sorted(_established(gateway.port, pid) for pid in children(gateway.proc.pid))
+        assert sum(held) == 20 and held[1] - held[0] <= 2  # the kernel's hash gives 0 and 20 as readily as 10 and 10
+        for _, writer in opened:
+            writer.close()
+    finally:
+        gateway.stop()

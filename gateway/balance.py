@@ -1,0 +1,170 @@
+"""`server.workers: N`: client connections spread evenly over the worker processes.
+
+The supervisor makes one listening socket, shared by every worker, and a
+small table in shared memory with a slot per worker: how many client
+connections the worker holds, and when it last showed that it is alive.
+A worker takes a connection from the shared queue only while it holds no
+more than the least loaded live worker; otherwise it leaves the connection
+to that one, for five milliseconds at most. So the counts differ by no more than
+one, however the clients connect (Envoy calls this an exact balance).
+
+The kernel's SO_REUSEPORT, which this replaces, hashes each connection to
+a worker. A few long-lived connections (a load balancer's pool, a
+benchmark's) then often land unevenly, leaving one worker idle while the
+other is saturated; and the connections queued for a worker that dies are
+reset. In one shared queue they wait for the workers that are left.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import mmap
+import os
+import socket
+import time
+from typing import Callable
+
+log = logging.getLogger("gateway.server")
+SLOT = 2  # int64s per worker: connections held, heartbeat (monotonic milliseconds; 0: not serving)
+BEAT = 0.25  # seconds between a worker's heartbeats
+STALE_MS = 2000  # a worker whose heartbeat is older is left out of the balance (it may be stuck or gone)
+HEAD_START = 0.005  # seconds a connection is left to a less loaded worker before any worker takes it
+RETRY = 0.1  # seconds before accepting again after accept() failed (out of descriptors)
+ACCEPT_BATCH = 64  # connections taken at most per wake-up, so that accepting does not starve requests
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)  # CLOCK_MONOTONIC: one clock for every process of the machine
+
+
+class WorkerTable:
+    """The shared slots. Each worker writes only its own; the supervisor clears a dead worker's."""
+
+    def __init__(self, fd: int, workers: int, index: int | None = None) -> None:
+        self.fd = fd
+        self.workers = workers
+        self.index = index
+        self._map = mmap.mmap(fd, SLOT * 8 * workers)
+        self._cells = memoryview(self._map).cast("q")
+
+    @classmethod
+    def create(cls, workers: int) -> WorkerTable:
+        """In the supervisor: a table the workers it starts inherit (by the descriptor's number)."""
+        fd = os.memfd_create("gateway-workers", 0)  # not close-on-exec: passed to the workers
+        os.ftruncate(fd, SLOT * 8 * workers)
+        return cls(fd, workers)
+
+    def connections(self, worker: int) -> int:
+        return self._cells[worker * SLOT]
+
+    def opened(self) -> None:
+        assert self.index is not None
+        self._cells[self.index * SLOT] += 1
+
+    def closed(self) -> None:
+        assert self.index is not None
+        self._cells[self.index * SLOT] -= 1
+
+    def beat(self) -> None:
+        assert self.index is not None
+        self._cells[self.index * SLOT + 1] = _now_ms()
+
+    def leave(self) -> None:
+        """This worker stops accepting (it drains): it takes no more part in the balance."""
+        assert self.index is not None
+        self._cells[self.index * SLOT + 1] = 0
+
+    def clear(self, worker: int) -> None:
+        """The worker is gone (or not yet serving): it holds nothing and takes no part."""
+        self._cells[worker * SLOT + 1] = 0
+        self._cells[worker * SLOT] = 0
+
+    def may_accept(self) -> bool:
+        """True when no live worker holds fewer connections than this one."""
+        cells, mine = self._cells, self._cells[self.index * SLOT] if self.index is not None else 0
+        fresh = _now_ms() - STALE_MS
+        for worker in range(self.workers):
+            if worker != self.index and cells[worker * SLOT] < mine and cells[worker * SLOT + 1] > fresh:
+                return False
+        return True
+
+    def close(self) -> None:
+        self._cells.release()
+        self._map.close()
+
+
+class BalancedListener:
+    """Accepts from the shared socket for one generation of a worker, as the table allows.
+
+    Every worker watching the socket is woken for each new connection. One that holds more than the least
+    loaded live worker leaves the connection for it; should it still be waiting after HEAD_START (that
+    worker is busy), the first worker to look takes it, so that no connection waits on a balance."""
+
+    def __init__(self, sock: socket.socket, table: WorkerTable, protocol_factory: Callable[[], asyncio.Protocol]
+                 ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock.dup()  # a generation's own: closing it leaves the shared socket open
+        self._sock.setblocking(False)
+        self._table = table
+        self._factory = protocol_factory
+        self._left_since = 0.0  # when this worker began to leave a waiting connection to another
+        self._left_last = 0.0
+        self._retry: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._setting_up: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
+
+    def start(self) -> None:
+        self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        """Stop accepting; connections taken so far are served by their generation."""
+        if not self._closed:
+            self._closed = True
+            if self._retry is not None:
+                self._retry.cancel()
+            else:
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+    def _resume(self) -> None:
+        self._retry = None
+        if not self._closed:
+            self.start()
+
+    def _leave_to_another(self) -> bool:
+        """True while the connection waiting should be left to a less loaded worker."""
+        if self._table.may_accept():
+            return False
+        now = self._loop.time()
+        if now - self._left_last > HEAD_START:  # the first look at this connection (the socket wakes us each turn)
+            self._left_since = now
+        self._left_last = now
+        return now - self._left_since < HEAD_START
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if self._leave_to_another():
+                return
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # another worker took it, or the client gave up while queued
+            except OSError as exc:  # out of descriptors, say: the connection waits in the queue a moment
+                log.warning("accepting a connection failed: %s", exc)
+                self._loop.remove_reader(self._sock.fileno())
+                self._retry = self._loop.call_later(RETRY, self._resume)
+                return
+            self._table.opened()
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = self._loop.create_task(self._serve(conn))
+            self._setting_up.add(task)
+            task.add_done_callback(self._setting_up.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._factory, conn)
+        except OSError as exc:  # the client went away before its connection could be set up
+            log.info("a connection closed before it was set up: %s", exc)
+            self._table.closed()  # the protocol never saw it: the count goes back down here
+            conn.close()
