@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import resource
 import socket
 import subprocess
 import time
@@ -57,6 +58,8 @@ end
 class Throughput:
     rps: float  # answers per second with a 2xx status
     errors: int  # non-2xx answers and socket errors
+    requests: int = 0  # answers in all
+    cpu: float = 0.0  # CPU seconds wrk itself used
 
 
 def wrk(url: str, seconds: float, connections: int, *, headers: list[str] = (), script: Path | None = None,
@@ -69,13 +72,16 @@ def wrk(url: str, seconds: float, connections: int, *, headers: list[str] = (), 
     args.append(url)
     if script_args:
         args += ["--", *script_args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     requests = _number(r"(\d+) requests in", out)
     duration = _duration(out)
     bad = _number(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     good = max(0, requests - bad)
-    return Throughput(good / duration if duration else 0.0, bad + socket_errors)
+    return Throughput(good / duration if duration else 0.0, bad + socket_errors, requests, cpu)
 
 
 def _number(pattern: str, text: str) -> int:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,13 +43,43 @@ def _targets(r: Results) -> list[tuple[str, str, bool]]:
         (f"p99 at {r.rate:,} req/s ≤ 2× HAProxy's (the rate kept)", f"{p99:.2f}×" + ("" if kept_up else
                                                                                    ", rate not kept"),
          p99 <= 2 and kept_up),
-        ("2 workers ≥ 1.4× one worker", f"{_ratio(two, one):.2f}×", _ratio(two, one) >= 1.4),
+        ("2 workers ≥ 1.4× one worker", f"{_ratio(two, one):.2f}×" + _ceiling(r, one), _ratio(two, one) >= 1.4),
         ("login ≥ 5× the seed's", f"{_ratio(gw_login, seed_login):.2f}×", _ratio(gw_login, seed_login) >= 5),
         ("many routes cost ≤ 5%", f"{1 - routes:+.1%}", 1 - routes <= 0.05),
         ("many tokens cost ≤ 10%", f"{1 - tokens:+.1%}", 1 - tokens <= 0.10),
         ("idle connections < 60 MB of RSS", f"{idle:.1f} MiB", idle < 60),
     ]
     return [(name, value, met) for name, value, met in rows]
+
+
+def _cpu(r: Results, name: str) -> tuple[float, float, float, float]:
+    """Median CPU µs per request of the gateway, the upstream, wrk, and all three, over the rounds."""
+    rounds = r.cpu.get(name, [])
+    if not rounds:
+        return (math.nan,) * 4
+    return (statistics.median(c.gateway for c in rounds), statistics.median(c.upstream for c in rounds),
+            statistics.median(c.wrk for c in rounds), statistics.median(c.total for c in rounds))
+
+
+def _ceiling(r: Results, one: float) -> str:
+    """What two workers could reach at most on this machine: every core busy, at one worker's CPU per request
+    for the gateway, the upstream and wrk together."""
+    total = _cpu(r, "gateway required")[3]
+    if not one or math.isnan(total):
+        return ""
+    return f" (the machine's ceiling: {(os.cpu_count() or 1) * 1e6 / total / one:.2f}×)"
+
+
+def _cpu_lines(r: Results) -> list[str]:
+    lines = ["### CPU per request (µs, from /proc and getrusage; median of the rounds)", "",
+             "| system | gateway | upstream (nginx) | wrk | all | cores busy |", "|---|---:|---:|---:|---:|---:|"]
+    for name in r.cpu:
+        gateway, upstream, wrk, total = _cpu(r, name)
+        busy = total * r.median(r.throughput, name) / 1e6
+        lines.append(f"| {name} | {gateway:.1f} | {upstream:.1f} | {wrk:.1f} | {total:.1f} | {busy:.2f} |")
+    return [*lines, "",
+            "Two workers share the cores with wrk and the upstream: at most cores ÷ (all µs per request) "
+            "requests a second, whatever the gateway's split.", ""]
 
 
 def _table(title: str, table: dict[str, list[float]], base: str | None, r: Results) -> list[str]:
@@ -82,6 +114,7 @@ def _lines(r: Results, machine: dict[str, str], command: str, elapsed: float, ch
         "## Figures",
         "",
         *_table("Data path (wrk -t1, keep-alive)", r.throughput, "haproxy", r),
+        *_cpu_lines(r),
         f"### p99 latency at a fixed rate of {r.rate:,} req/s (30% of HAProxy's median; wrk on a schedule, median of the rounds)",
         "",
         "| system | p99 ms | rate achieved |",

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import load, login, report
-from .systems import USER_ID, Stack, machine, rss, tokens
+from .systems import USER_ID, Stack, cpu_seconds, machine, rss, tokens
 
 
 @dataclass
@@ -47,6 +47,18 @@ SMOKE = dict(users=300, idle=50, many_tokens=100, many_routes=100)
 
 
 @dataclass
+class Cpu:
+    """CPU microseconds per answered request, by process, in one round."""
+    gateway: float
+    upstream: float
+    wrk: float
+
+    @property
+    def total(self) -> float:
+        return self.gateway + self.upstream + self.wrk
+
+
+@dataclass
 class Results:
     throughput: dict[str, list[float]] = field(default_factory=dict)
     p99: dict[str, tuple[float, float]] = field(default_factory=dict)  # (ms, achieved req/s)
@@ -55,6 +67,7 @@ class Results:
     growth: dict[str, list[float]] = field(default_factory=dict)
     idle_rss: tuple[int, int] = (0, 0)
     errors: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, list[Cpu]] = field(default_factory=dict)  # per round, for the gateway's rows
 
     def add(self, table: dict[str, list[float]], name: str, result: load.Throughput) -> None:
         table.setdefault(name, []).append(result.rps)
@@ -87,10 +100,12 @@ def check(name: str, url: str, kind: str, token: str) -> None:
 
 def data_path(stack: Stack, settings: Settings, results: Results, folder: Path) -> None:
     backend, nginx = stack.nginx()
+    upstream = stack.nginx_proc.pid
     haproxy = stack.haproxy(backend)
-    _, one = stack.gateway("one-worker", backend)
+    one_proc, one = stack.gateway("one-worker", backend)
     redis = login.redis(stack)
-    _, two = stack.gateway("two-workers", backend, workers=2, redis_url=redis)
+    two_proc, two = stack.gateway("two-workers", backend, workers=2, redis_url=redis)
+    gateways = {"gateway required": one_proc.pid, "gateway required, 2 workers": two_proc.pid}
     token = tokens(1)[0]
     auth = [f"Authorization: Bearer {token}"]
     systems = {
@@ -105,8 +120,13 @@ def data_path(stack: Stack, settings: Settings, results: Results, folder: Path) 
         check(name, url, kinds.get(name, "job"), token)
     for _ in range(settings.rounds):
         for name, (url, headers) in systems.items():
-            results.add(results.throughput, name, load.wrk(url, settings.seconds, settings.connections,
-                                                            headers=headers))
+            pids = (gateways[name], upstream) if name in gateways else ()
+            before = [cpu_seconds(pid) for pid in pids]
+            result = load.wrk(url, settings.seconds, settings.connections, headers=headers)
+            results.add(results.throughput, name, result)
+            if pids and result.requests:
+                used = [(cpu_seconds(pid) - b) * 1e6 / result.requests for pid, b in zip(pids, before, strict=True)]
+                results.cpu.setdefault(name, []).append(Cpu(used[0], used[1], result.cpu * 1e6 / result.requests))
     results.rate = int(0.30 * results.median(results.throughput, "haproxy"))
     runs: dict[str, list[tuple[float, float]]] = {}
     for _ in range(settings.rounds):

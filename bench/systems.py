@@ -77,7 +77,8 @@ class Stack:
   server {{ listen 127.0.0.1:{proxy};
            location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
 }}""")
-        self.start([need("nginx", "nginx-light"), "-c", str(conf), "-p", str(folder), "-g", "daemon off;"], backend)
+        self.nginx_proc = self.start([need("nginx", "nginx-light"), "-c", str(conf), "-p", str(folder),
+                                      "-g", "daemon off;"], backend)
         wait_for_port(proxy)
         return backend, proxy
 
@@ -171,6 +172,15 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) * 1024
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and its children so far, from /proc."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
