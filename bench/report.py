@@ -70,6 +70,21 @@ def _ceiling(r: Results, one: float) -> str:
     return f" (the machine's ceiling: {(os.cpu_count() or 1) * 1e6 / total / one:.2f}×)"
 
 
+def _tls_lines(r: Results) -> list[str]:
+    from .run import HTTPS_CLIENTS, HTTPS_UPSTREAM
+
+    plain = r.median(r.throughput, "gateway required")
+    rows = [(HTTPS_CLIENTS, "clients to the gateway (wrk over HTTPS, keep-alive)"),
+            (HTTPS_UPSTREAM, "the gateway to its upstream (pooled, sessions resumed)")]
+    lines = ["### The cost of TLS (gateway, required route, one worker)", "",
+             "| TLS between | median req/s | vs plain HTTP |", "|---|---:|---:|"]
+    for name, between in rows:
+        if name in r.throughput:
+            median = r.median(r.throughput, name)
+            lines.append(f"| {between} | {median:,.0f} | {_ratio(median, plain):.3f} |")
+    return [*lines, ""]
+
+
 def _cpu_lines(r: Results) -> list[str]:
     lines = ["### CPU per request (µs, from /proc and getrusage; median of the rounds)", "",
              "| system | gateway | upstream (nginx) | wrk | all | cores busy |", "|---|---:|---:|---:|---:|---:|"]
@@ -114,6 +129,7 @@ def _lines(r: Results, machine: dict[str, str], command: str, elapsed: float, ch
         "## Figures",
         "",
         *_table("Data path (wrk -t1, keep-alive)", r.throughput, "haproxy", r),
+        *_tls_lines(r),
         *_cpu_lines(r),
         f"### p99 latency at a fixed rate of {r.rate:,} req/s (30% of HAProxy's median; wrk on a schedule, median of the rounds)",
         "",

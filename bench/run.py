@@ -18,6 +18,7 @@ haproxy), redis-server and mariadb-server, and the bench extra
 from __future__ import annotations
 
 import argparse
+import ssl
 import statistics
 import sys
 import tempfile
@@ -42,6 +43,8 @@ class Settings:
     many_routes: int
 
 
+HTTPS_CLIENTS = "gateway required, HTTPS from wrk"
+HTTPS_UPSTREAM = "gateway required, HTTPS to nginx"
 FULL = dict(users=40_000, idle=5_000, many_tokens=10_000, many_routes=10_000)
 SMOKE = dict(users=300, idle=50, many_tokens=100, many_routes=100)
 
@@ -78,23 +81,24 @@ class Results:
         return statistics.median(table[name]) if table.get(name) else 0.0
 
 
-def status(url: str, authorization: str | None) -> tuple[int, str | None]:
+def status(url: str, authorization: str | None, context: ssl.SSLContext | None = None) -> tuple[int, str | None]:
     headers = {"X-User-Id": "7"} | ({"Authorization": authorization} if authorization else {})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10,
+                                    context=context) as resp:
             return resp.status, resp.headers.get("X-Seen-User-Id")
     except urllib.error.HTTPError as exc:
         return exc.code, None
 
 
-def check(name: str, url: str, kind: str, token: str) -> None:
+def check(name: str, url: str, kind: str, token: str, context: ssl.SSLContext | None = None) -> None:
     """A system must do its job before it is measured. `job`: the token's user reaches the upstream as
     X-User-Id and a bad token gets 401; `public`: answered, with no identity upstream; `plain`: answered."""
     if kind == "job":
-        seen = status(url, f"Bearer {token}")
-        if seen != (200, str(USER_ID)) or status(url, f"Bearer {token[:-2]}xx")[0] != 401:
+        seen = status(url, f"Bearer {token}", context)
+        if seen != (200, str(USER_ID)) or status(url, f"Bearer {token[:-2]}xx", context)[0] != 401:
             sys.exit(f"bench: {name} does not do the job: a valid token gave {seen}")
-    elif status(url, None) != (200, None if kind == "public" else "7"):
+    elif status(url, None, context) != (200, None if kind == "public" else "7"):
         sys.exit(f"bench: {name} does not answer as a {kind} route should")
 
 
@@ -105,6 +109,8 @@ def data_path(stack: Stack, settings: Settings, results: Results, folder: Path) 
     one_proc, one = stack.gateway("one-worker", backend)
     redis = login.redis(stack)
     two_proc, two = stack.gateway("two-workers", backend, workers=2, redis_url=redis)
+    _, https_listener = stack.gateway("https-listener", backend, tls_listener=True)
+    _, https_upstream = stack.gateway("https-upstream", backend, tls_upstream=True)
     gateways = {"gateway required": one_proc.pid, "gateway required, 2 workers": two_proc.pid}
     token = tokens(1)[0]
     auth = [f"Authorization: Bearer {token}"]
@@ -114,10 +120,13 @@ def data_path(stack: Stack, settings: Settings, results: Results, folder: Path) 
         "gateway public": (f"http://127.0.0.1:{one}/public/x", []),
         "gateway required": (f"http://127.0.0.1:{one}/x", auth),
         "gateway required, 2 workers": (f"http://127.0.0.1:{two}/x", auth),
+        HTTPS_CLIENTS: (f"https://127.0.0.1:{https_listener}/x", auth),
+        HTTPS_UPSTREAM: (f"http://127.0.0.1:{https_upstream}/x", auth),
     }
     kinds = {"nginx": "plain", "gateway public": "public"}
+    trusting = ssl.create_default_context(cafile=stack.certificates().ca_file)
     for name, (url, _) in systems.items():
-        check(name, url, kinds.get(name, "job"), token)
+        check(name, url, kinds.get(name, "job"), token, trusting if url.startswith("https") else None)
     for _ in range(settings.rounds):
         for name, (url, headers) in systems.items():
             pids = (gateways[name], upstream) if name in gateways else ()

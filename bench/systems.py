@@ -21,6 +21,7 @@ import yaml
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.certs import Authority  # noqa: E402
 from tests.servers import free_port, nginx_private_files, wait_for_port  # noqa: E402
 
 SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
@@ -39,6 +40,7 @@ class Stack:
         self.folder = folder
         self.procs: list[subprocess.Popen[bytes]] = []
         self.closers: list[Callable[[], None]] = []  # servers started by others (Redis, MariaDB)
+        self._ca: Authority | None = None
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -65,14 +67,23 @@ class Stack:
         proc.wait(30)
         self.procs.remove(proc)
 
+    def certificates(self) -> Authority:
+        """A private CA, made once per stack, and a certificate it signs for 127.0.0.1 (`tls/server.*`)."""
+        if self._ca is None:
+            self._ca = Authority(self.folder / "tls", "Bench CA")
+            self.server_pem = self._ca.issue("server")
+        return self._ca
+
     def nginx(self) -> tuple[int, int]:
-        """(backend port, proxy port)."""
-        backend, proxy = free_port(), free_port()
+        """(backend port, proxy port). The backend also answers over HTTPS on `self.backend_tls`."""
+        backend, proxy, self.backend_tls = free_port(), free_port(), free_port()
+        self.certificates()
         folder = self.folder / "nginx"
         folder.mkdir(exist_ok=True)
         conf = folder / "nginx.conf"
         conf.write_text(nginx_private_files(folder) + f"""  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{backend};
+  server {{ listen 127.0.0.1:{backend}; listen 127.0.0.1:{self.backend_tls} ssl;
+           ssl_certificate {self.server_pem.cert}; ssl_certificate_key {self.server_pem.key};
            location / {{ add_header X-Seen-User-Id $http_x_user_id; return 200 '{{"ok":true}}'; }} }}
   server {{ listen 127.0.0.1:{proxy};
            location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
@@ -114,7 +125,8 @@ backend b
         return port
 
     def gateway(self, name: str, backend: int, *, workers: int = 1, redis_url: str = "memory://",
-                database_url: str | None = None, extra_routes: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+                database_url: str | None = None, extra_routes: int = 0, tls_listener: bool = False,
+                tls_upstream: bool = False) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         folder = self.folder / name
         folder.mkdir(exist_ok=True)
@@ -130,6 +142,13 @@ backend b
             "upstreams": {"news": {"targets": [f"http://127.0.0.1:{backend}"], "max_connections": 256}},
             "routes": routes,
         }
+        if tls_listener or tls_upstream:
+            ca = self.certificates()
+        if tls_listener:
+            config["server"]["tls"] = {"cert_file": self.server_pem.cert, "key_file": self.server_pem.key}
+        if tls_upstream:
+            config["upstreams"]["news"] |= {"targets": [f"https://127.0.0.1:{self.backend_tls}"],
+                                            "tls": {"ca_file": ca.ca_file}}
         (folder / "gateway.yaml").write_text(yaml.safe_dump(config))
         register(config["database"]["url"])
         proc = self.start([sys.executable, "-m", "gateway", "--config", str(folder / "gateway.yaml")], port,

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     if command == "check-config":
         print(f"{args.config}: ok ({len(config.routes)} routes, {len(config.upstreams)} upstreams)")
+        for warning in config.warnings:
+            print(f"  warning: {warning}")
         return 0
     if command == "migrate":
         return asyncio.run(_migrate(config))
@@ -68,6 +70,9 @@ def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None
         log.warning("DEVELOPMENT MODE: jwt.secret was not set, so a random one was made up.")
         log.warning("Tokens issued now will NOT survive a restart. Never run like this in production.")
         log.warning("=" * 72)
+    if worker is None:  # the supervisor, or the one process: once, not once per worker
+        for warning in config.warnings:
+            log.warning("%s", warning)
     workers = config.server.workers
     if workers > 1 and worker is None:
         from .supervisor import Supervisor

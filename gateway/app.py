@@ -176,7 +176,7 @@ async def _upstreams(config: Config) -> AsyncIterator[tuple[Forwarder, RouteTabl
     routes = RouteTable(resolve_all(config.routes, forwarder.upstreams))
     connector = aiohttp.TCPConnector(limit=len(forwarder.upstreams) * 4 or 4, enable_cleanup_closed=True)
     session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())  # health checks
-    checks = [asyncio.create_task(HealthChecker(u.name, u.targets, u.config.health_check, session).run())
+    checks = [asyncio.create_task(HealthChecker(u, u.config.health_check, session).run())
               for u in forwarder.upstreams.values() if u.config.health_check is not None]
     try:
         yield forwarder, routes

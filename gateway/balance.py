@@ -21,6 +21,7 @@ import logging
 import mmap
 import os
 import socket
+import ssl
 import time
 from typing import Callable
 
@@ -100,13 +101,15 @@ class BalancedListener:
     loaded live worker leaves the connection for it; should it still be waiting after HEAD_START (that
     worker is busy), the first worker to look takes it, so that no connection waits on a balance."""
 
-    def __init__(self, sock: socket.socket, table: WorkerTable, protocol_factory: Callable[[], asyncio.Protocol]
-                 ) -> None:
+    def __init__(self, sock: socket.socket, table: WorkerTable, protocol_factory: Callable[[], asyncio.Protocol],
+                 tls: ssl.SSLContext | None = None, handshake_timeout: float = 60.0) -> None:
         self._loop = asyncio.get_running_loop()
         self._sock = sock.dup()  # a generation's own: closing it leaves the shared socket open
         self._sock.setblocking(False)
         self._table = table
         self._factory = protocol_factory
+        self._tls = tls
+        self._handshake_timeout = handshake_timeout if tls is not None else None
         self._left_since = 0.0  # when this worker began to leave a waiting connection to another
         self._left_last = 0.0
         self._retry: asyncio.TimerHandle | None = None
@@ -163,7 +166,8 @@ class BalancedListener:
 
     async def _serve(self, conn: socket.socket) -> None:
         try:
-            await self._loop.connect_accepted_socket(self._factory, conn)
+            await self._loop.connect_accepted_socket(self._factory, conn, ssl=self._tls,
+                                                     ssl_handshake_timeout=self._handshake_timeout)
         except OSError as exc:  # the client went away before its connection could be set up
             log.info("a connection closed before it was set up: %s", exc)
             self._table.closed()  # the protocol never saw it: the count goes back down here

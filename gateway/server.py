@@ -58,16 +58,20 @@ class Generation:
         if not _listening(sock):
             sock.listen(1024)
         connections, server = self._connections, self.config.server
+        # A reload makes a new context from the files: new connections get the new certificate.
+        context = server.tls.context if server.tls is not None else None
 
         def protocol() -> HttpProtocol:
-            return HttpProtocol(gateway.handle, connections, keepalive_timeout=server.keepalive_timeout,
-                                client_timeout=server.client_timeout, log_access=server.access_log)
+            return HttpProtocol(gateway.handle, connections, scheme=server.scheme,
+                                keepalive_timeout=server.keepalive_timeout, client_timeout=server.client_timeout,
+                                log_access=server.access_log)
 
         if self._table is not None:
-            self._listener = BalancedListener(sock, self._table, protocol)
+            self._listener = BalancedListener(sock, self._table, protocol, context, server.client_timeout)
             self._listener.start()
         else:
-            self._server = await asyncio.get_running_loop().create_server(protocol, sock=sock.dup())
+            self._server = await asyncio.get_running_loop().create_server(
+                protocol, sock=sock.dup(), ssl=context, ssl_handshake_timeout=server.client_timeout if context else None)
 
     async def stop(self) -> None:
         """Stop accepting, let the requests in flight finish (up to shutdown_timeout), then close the stores."""
@@ -101,7 +105,7 @@ class Server:
         # Everything made so far (modules, configuration, pools) lives as long as the process: out of the
         # cyclic collector's sight, a full collection no longer walks it and stalls requests for milliseconds.
         gc.freeze()
-        log.info("listening on http://%s:%d", *sock.getsockname()[:2])
+        log.info("listening on %s://%s:%d", self.config.server.scheme, *sock.getsockname()[:2])
         await self._stopped.wait()
         log.info("stopping: draining requests in flight for up to %.0fs", self.config.server.shutdown_timeout)
         if beating is not None:
@@ -122,6 +126,9 @@ class Server:
                     log.error("  %s", problem)
                 return
             config = with_worker_id(config, self.worker)
+            if not self.worker:
+                for warning in config.warnings:
+                    log.warning("%s", warning)
             fresh = Generation(config, self._table)
             try:
                 await fresh.start(sock)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 import pymysql
@@ -14,7 +17,7 @@ import upstream_stub
 from gateway.config import Config
 from gateway.stores import schema
 from tests.factories import MOBILE, make_config
-from tests.servers import GatewayServer, MariaDBProcess, RedisProcess
+from tests.servers import GatewayServer, MariaDBProcess, RedisProcess, free_port, wait_for_port
 
 MYSQL_DATABASE = "toutiao_test"
 
@@ -103,6 +106,18 @@ def store_urls(store_kind: str, request: pytest.FixtureRequest, tmp_path: Any) -
         "redis_url": request.getfixturevalue("real_redis_url"),
         "database_url": request.getfixturevalue("real_mysql_url"),
     }
+
+
+@pytest.fixture
+def stub() -> Iterator[str]:
+    """upstream_stub as its own process (for gateways run as processes): its base URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "upstream_stub", "--port", str(port)],
+                            cwd=Path(__file__).parents[1])
+    wait_for_port(port)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
 
 
 @pytest.fixture

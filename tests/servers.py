@@ -189,8 +189,8 @@ class GatewayServer(BaseTestServer):
         finally:
             sock.close()  # the generation serves on its own duplicate
         self._generation = generation
-        self.scheme = "http"
-        self._root = URL(f"http://{self.host}:{self.port}")
+        self.scheme = self.config.server.scheme
+        self._root = URL(f"{self.scheme}://{self.host}:{self.port}")
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         raise NotImplementedError("the gateway serves with its own server")

@@ -46,7 +46,19 @@ async def echo(request: web.Request) -> web.Response:
         "path": request.raw_path,
         "headers": headers,
         "body_length": length,
+        "tls": _tls(request),
     })
+
+
+def _tls(request: web.Request) -> dict[str, str | bool | None] | None:
+    """Over HTTPS: the TLS version, whether the session was resumed, and the client certificate's name."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+    if ssl_object is None:
+        return None
+    peer = ssl_object.getpeercert() or {}
+    names = [value for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName"]
+    return {"version": ssl_object.version(), "resumed": ssl_object.session_reused,
+            "client_cert": names[0] if names else None}
 
 
 @web.middleware

@@ -2,12 +2,37 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from limits import RateLimitItem
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """`server.tls`: HTTPS on the public listener. `context` is made (and the files read) when the config is."""
+
+    cert_file: str
+    key_file: str
+    context: ssl.SSLContext = field(compare=False, repr=False)
+    min_version: str = "1.2"
+    ciphers: str | None = None
+    client_ca_file: str | None = None
+    client_auth: str = "none"  # none | optional | required
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """`upstreams.NAME.tls`: how the gateway speaks TLS to an upstream's https:// targets."""
+
+    ca_file: str | None = None  # None: the system's trusted CAs
+    verify: bool = True
+    server_name: str | None = None  # None: each target's host
+    cert_file: str | None = None  # a client certificate, for upstreams that ask for one (mTLS)
+    key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -21,6 +46,11 @@ class ServerConfig:
     shutdown_timeout: float = 30.0
     keepalive_timeout: float = 75.0  # an idle client connection, or one slow to send a whole head, is closed
     client_timeout: float = 60.0  # the longest a client may send none of its body or take none of its answer
+    tls: ServerTls | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
 
 @dataclass(frozen=True)
@@ -158,6 +188,7 @@ class UpstreamConfig:
     passive: PassiveConfig = field(default_factory=PassiveConfig)
     retry_methods: frozenset[str] = frozenset(IDEMPOTENT)
     max_body_size: int | None = None
+    tls: UpstreamTls = field(default_factory=UpstreamTls)
 
 
 @dataclass(frozen=True)
@@ -185,3 +216,4 @@ class Config:
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"
+    warnings: tuple[str, ...] = ()  # logged at start and on each reload: a certificate soon to expire, say

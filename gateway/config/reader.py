@@ -20,9 +20,13 @@ class Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[str] = []
+        self.warnings: list[str] = []  # not errors: logged at start and on reload
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{where}: {message}")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
     # -- ${VAR} and ${VAR:-default} -----------------------------------------
     def expand(self, value: Any, where: str) -> Any:

@@ -11,6 +11,7 @@ from .model import (Config, DatabaseConfig, IdsConfig, JwtConfig, LimitsConfig, 
                     RevocationConfig, RouteConfig, SentinelConfig, ServerConfig, SmsConfig, Timeouts,
                     UpstreamConfig)
 from .reader import Reader
+from .tls import server_tls
 from .upstreams import size, timeouts, upstreams_section
 
 SMS_SENDERS = ("log",)
@@ -33,6 +34,7 @@ def read_config(reader: Reader, raw: dict[str, Any], dev: bool) -> Config:
         revocation=revocation(reader, raw.get("revocation")),
         upstreams=upstreams,
         routes=routes(reader, raw.get("routes"), upstreams),
+        warnings=tuple(reader.warnings),
     )
     check_workers(reader, config)
     return config
@@ -52,7 +54,7 @@ def check_workers(reader: Reader, config: Config) -> None:
 def server(reader: Reader, raw: Any) -> ServerConfig:
     block = reader.section(raw, "server", {"host", "port", "access_log", "log_level", "trusted_proxies", "workers",
                                            "shutdown_timeout", "keepalive_timeout",
-                                           "client_timeout"})
+                                           "client_timeout", "tls"})
     return ServerConfig(
         host=reader.string(block, "host", "server", "127.0.0.1") or "127.0.0.1",
         port=reader.integer(block, "port", "server", 8000, 0, 65535),
@@ -64,6 +66,7 @@ def server(reader: Reader, raw: Any) -> ServerConfig:
         shutdown_timeout=reader.duration(block, "shutdown_timeout", "server", 30.0, zero=True),
         keepalive_timeout=reader.duration(block, "keepalive_timeout", "server", 75.0),
         client_timeout=reader.duration(block, "client_timeout", "server", 60.0),
+        tls=server_tls(reader, block.get("tls")),
     )
 
 

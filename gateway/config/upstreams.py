@@ -6,6 +6,7 @@ from typing import Any
 
 from .model import IDEMPOTENT, HealthCheckConfig, PassiveConfig, TargetConfig, Timeouts, UpstreamConfig
 from .reader import Reader
+from .tls import upstream_tls
 
 BALANCE = ("round_robin", "least_connections", "random_two_choices")
 _TARGET = re.compile(r"https?://[^/\s?#]+/?")
@@ -25,14 +26,17 @@ def upstreams_section(reader: Reader, raw: Any) -> dict[str, UpstreamConfig]:
 def upstream(reader: Reader, name: str, raw: Any) -> UpstreamConfig:
     where = f"upstreams.{name}"
     block = reader.section(raw, where, {"targets", "balance", "timeouts", "max_connections", "health_check",
-                                        "passive", "retry_methods", "max_body_size"})
+                                        "passive", "retry_methods", "max_body_size", "tls"})
     specs = block.get("targets")
     if not isinstance(specs, list) or not specs:
-        reader.problem(f"{where}.targets", "must be a non-empty list of http:// URLs")
+        reader.problem(f"{where}.targets", "must be a non-empty list of http:// or https:// URLs")
         specs = []
+    targets = tuple(t for i, spec in enumerate(specs) if (t := target(reader, f"{where}.targets[{i}]", spec)))
+    if block.get("tls") is not None and targets and not any(t.url.startswith("https://") for t in targets):
+        reader.problem(f"{where}.tls", "is set, but no target is https://")
     return UpstreamConfig(
         name=name,
-        targets=tuple(t for i, spec in enumerate(specs) if (t := target(reader, f"{where}.targets[{i}]", spec))),
+        targets=targets,
         balance=reader.choice(block, "balance", where, BALANCE),
         timeouts=timeouts(reader, block.get("timeouts"), f"{where}.timeouts", Timeouts()),
         max_connections=reader.integer(block, "max_connections", where, 100, 1, 100000),
@@ -40,6 +44,7 @@ def upstream(reader: Reader, name: str, raw: Any) -> UpstreamConfig:
         passive=passive(reader, block.get("passive"), f"{where}.passive"),
         retry_methods=methods(reader, block.get("retry_methods", list(IDEMPOTENT)), f"{where}.retry_methods"),
         max_body_size=size(reader, block, "max_body_size", where),
+        tls=upstream_tls(reader, block.get("tls"), where),
     )
 
 
@@ -49,7 +54,7 @@ def target(reader: Reader, where: str, raw: Any) -> TargetConfig | None:
     block = reader.section(raw, where, {"url", "weight"})
     url = block.get("url")
     if not isinstance(url, str) or not _TARGET.fullmatch(url):
-        reader.problem(where, f"must be http://host:port, got {url!r}")
+        reader.problem(where, f"must be http://host:port or https://host:port, got {url!r}")
         return None
     return TargetConfig(url=url.rstrip("/"), weight=reader.integer(block, "weight", where, 1, 1, 1000))
 

@@ -186,7 +186,7 @@ class _Exchange:
         if isinstance(exc, (ConnectTimeout, ReadTimeout, QueueTimeout, asyncio.TimeoutError)):
             return GatewayTimeout(f"Upstream {self.upstream.name} timed out.", extra=extra)
         if isinstance(exc, (UpstreamError, OSError)):
-            log.warning("upstream %s failed: %s", self.upstream.name, type(exc).__name__)
+            log.warning("upstream %s failed: %s: %s", self.upstream.name, type(exc).__name__, exc)
             return BadGateway(f"Upstream {self.upstream.name} is unavailable.", extra=extra)
         return exc
 

@@ -13,18 +13,19 @@ import aiohttp
 
 from ..config.model import HealthCheckConfig
 from .balancer import Target
+from .upstream import Upstream
 
 log = logging.getLogger("gateway.proxy.health")
 
 
 class HealthChecker:
-    def __init__(self, upstream: str, targets: list[Target], config: HealthCheckConfig,
-                 session: aiohttp.ClientSession) -> None:
-        self._upstream = upstream
-        self._targets = targets
+    def __init__(self, upstream: Upstream, config: HealthCheckConfig, session: aiohttp.ClientSession) -> None:
+        self._upstream = upstream.name
+        self._targets = upstream.targets
+        self._pools = upstream.pools  # an https target is probed with the TLS settings its requests use
         self._config = config
         self._session = session
-        self._streaks = {id(t): 0 for t in targets}  # > 0: good probes in a row, < 0: bad ones
+        self._streaks = {id(t): 0 for t in self._targets}  # > 0: good probes in a row, < 0: bad ones
 
     async def run(self) -> None:
         while True:
@@ -45,9 +46,10 @@ class HealthChecker:
 
     async def _ok(self, target: Target) -> bool:
         timeout = aiohttp.ClientTimeout(total=self._config.timeout)
+        pool = self._pools[target]
         try:
-            async with self._session.get(target.url + self._config.path, timeout=timeout,
-                                         allow_redirects=False) as response:
+            async with self._session.get(target.url + self._config.path, timeout=timeout, allow_redirects=False,
+                                         ssl=pool.tls or True, server_hostname=pool.server_name) as response:
                 return response.status < 500
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return False

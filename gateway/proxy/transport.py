@@ -25,10 +25,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ssl
 import time
 from typing import Any
 
 import httptools
+
+from ..config.tls import ResumingContext
 
 HIGH_WATER = 256 * 1024  # buffered response bytes at which reading from the upstream pauses
 LOW_WATER = 64 * 1024
@@ -51,7 +54,9 @@ class Disconnected(UpstreamError):
     """`stale`: a pooled connection the upstream closed before any byte of an answer came back;
     `nothing_sent`: it was found closed before the request was written to it."""
 
-    def __init__(self, message: str = "the upstream closed the connection", *, stale: bool = False,
+    MESSAGE = "the upstream closed the connection"
+
+    def __init__(self, message: str = MESSAGE, *, stale: bool = False,
                  nothing_sent: bool = False) -> None:
         super().__init__(message)
         self.stale = stale or nothing_sent
@@ -143,7 +148,8 @@ class Connection(asyncio.Protocol):
             self._finish()  # a body with neither a length nor chunks ends with the connection (RFC 9112 §6.3)
         if not self.complete:
             stale = not self.received and self.used > 1
-            self._fail(Disconnected(stale=stale))
+            why = f"the upstream closed the connection ({exc})" if exc is not None else Disconnected.MESSAGE
+            self._fail(Disconnected(why, stale=stale))
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)  # drain() then finds the connection closed
@@ -333,6 +339,13 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def keep_session(self, context: ResumingContext) -> None:
+        """Offer this connection's TLS session to the next one (TLS 1.3 sends it after the handshake, so it is
+        taken once an answer has come back)."""
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport is not None else None
+        if ssl_object is not None and ssl_object.session is not None:
+            context.session = ssl_object.session
+
     def reusable(self) -> bool:
         """Only a connection whose answer was read to its end and handed on whole serves another request:
         a byte of this answer left behind would go to the next client."""
@@ -363,10 +376,13 @@ class Pool:
     """Idle keep-alive connections to one target, newest first. Opening one takes a place in the upstream's
     `Limit`; when there is none, the request waits for a connection handed back or a place given up."""
 
-    def __init__(self, host: str, port: int, limit: Limit) -> None:
+    def __init__(self, host: str, port: int, limit: Limit, *, tls: ResumingContext | None = None,
+                 server_name: str | None = None) -> None:
         self.host = host
         self.port = port
-        self.host_header = (host if port == 80 else f"{host}:{port}").encode("idna")
+        self.host_header = (host if port == (443 if tls else 80) else f"{host}:{port}").encode("idna")
+        self.tls = tls  # https: each connection offers the TLS session of the last one
+        self.server_name = (server_name or host) if tls else None  # sent as SNI, and the name checked
         self._limit = limit
         self._idle: list[Connection] = []
         limit.pools.append(self)
@@ -424,6 +440,8 @@ class Pool:
             raise
 
     def release(self, conn: Connection) -> None:
+        if self.tls is not None and conn.used == 1:
+            conn.keep_session(self.tls)
         if not conn.reusable():
             self._close(conn)
             return
@@ -459,9 +477,14 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(lambda: Connection(loop), self.host, self.port)
+                _, conn = await loop.create_connection(lambda: Connection(loop), self.host, self.port, ssl=self.tls,
+                                                       server_hostname=self.server_name)
         except TimeoutError:
             raise ConnectTimeout("connect timed out") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectFailed(f"TLS: the upstream's certificate was refused: {exc.verify_message}") from None
+        except ssl.SSLError as exc:
+            raise ConnectFailed(f"TLS handshake failed: {exc.reason or exc}") from None
         except OSError as exc:
             raise ConnectFailed(exc.strerror or type(exc).__name__) from None
         return conn

@@ -4,6 +4,8 @@ from __future__ import annotations
 from yarl import URL
 
 from ..config import UpstreamConfig
+from ..config.model import UpstreamTls
+from ..config.tls import upstream_context
 from .balancer import BALANCERS, make_targets
 from .transport import Limit, Pool
 
@@ -15,7 +17,7 @@ class Upstream:
         self.targets = make_targets(config.targets, config.passive)
         self.balancer = BALANCERS[config.balance](self.targets)
         limit = Limit(config.max_connections)
-        self.pools = {target: _pool(target.url, limit) for target in self.targets}
+        self.pools = {target: _pool(target.url, limit, config.tls) for target in self.targets}
 
     def errors(self) -> dict[str, str]:
         return {"upstream": self.name}
@@ -25,7 +27,10 @@ class Upstream:
             pool.close()
 
 
-def _pool(url: str, limit: Limit) -> Pool:
+def _pool(url: str, limit: Limit, tls: UpstreamTls) -> Pool:
     parsed = URL(url)
     assert parsed.host is not None and parsed.port is not None
-    return Pool(parsed.host, parsed.port, limit)
+    if parsed.scheme != "https":
+        return Pool(parsed.host, parsed.port, limit)
+    # A context per target: the TLS session it resumes is that target's.
+    return Pool(parsed.host, parsed.port, limit, tls=upstream_context(tls), server_name=tls.server_name)

@@ -43,15 +43,17 @@ async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs:
     timeouts = route.timeouts
     try:
         async with asyncio.timeout(timeouts.connect + (timeouts.first_byte or timeouts.read)):  # the handshake
-            await loop.create_connection(lambda: side, pool.host, pool.port)
+            await loop.create_connection(lambda: side, pool.host, pool.port, ssl=pool.tls,  # wss to an https target
+                                         server_hostname=pool.server_name)
             side.write(head)
             status = await side.status
     except TimeoutError:
         side.close()
         raise GatewayTimeout(f"Upstream {upstream.name} timed out.", extra=upstream.errors()) from None
-    except (OSError, _Broken):
+    except (OSError, _Broken) as exc:
         side.close()
         target.failed()
+        log.warning("upstream %s: the WebSocket handshake failed: %s", upstream.name, exc)
         raise BadGateway(f"Upstream {upstream.name} is unavailable.", extra=upstream.errors()) from None
     if status != 101:
         side.close()

@@ -45,16 +45,6 @@ class Running:
         return self.proc.wait(30)
 
 
-@pytest.fixture
-def stub() -> Any:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "upstream_stub", "--port", str(port)], cwd=ROOT)
-    wait_for_port(port)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
-
-
 def gateway_raw(stub: str, tmp_path: Path, channels: str = "public", **server: Any) -> dict[str, Any]:
     raw = config_dict(stub, database_url=f"sqlite:///{tmp_path}/gw.db")
     raw["server"].update({"port": free_port(), "shutdown_timeout": "10s", **server})

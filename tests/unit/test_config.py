@@ -66,7 +66,7 @@ def test_every_problem_is_reported_at_once_with_its_place() -> None:
     assert "server.port: must be between 0 and 65535" in found
     assert "server.prot: unknown key" in found
     assert any(p.startswith("routes[3].auth.*: must be one of public, optional, required") for p in found)
-    assert any(p.startswith("upstreams.news.targets[0]: must be http://host:port") for p in found)
+    assert any(p.startswith("upstreams.news.targets[0]: must be http://host:port or https://") for p in found)
     assert len(found) == 7
 
 
