@@ -10,6 +10,7 @@ setup(
         "aiohttp>=3.11",
         "httptools>=0.6",
         "PyJWT[crypto]>=2.9",
+        "cryptography>=42",  # certificate dates for the TLS expiry warning
         "redis>=5.0",
         "aiomysql>=0.2",
         "PyMySQL>=1.1",

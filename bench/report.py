@@ -21,30 +21,26 @@ def write(out: Path, results: Results, machine: dict[str, str], command: str, el
     out.write_text("\n".join(_lines(results, machine, command, elapsed, chart.name)) + "\n")
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
 def _targets(r: Results) -> list[tuple[str, str, bool]]:
-    t, g, m = r.throughput, r.growth, r.median
-    haproxy = m(t, "haproxy")
-    one, two = m(t, "gateway required"), m(t, "gateway required, 2 workers")
-    gw_login, seed_login = m(r.logins, "gateway login"), m(r.logins, "seed login (Flask, gunicorn)")
+    t, g, paired = r.throughput, r.growth, r.paired
+    one = r.median(t, "gateway required")
+    required, public = paired(t, "gateway required", "haproxy"), paired(t, "gateway public", "haproxy")
+    workers = paired(t, "gateway required, 2 workers", "gateway required")
+    login = paired(r.logins, "gateway login", "seed login (Flask, gunicorn)")
     names = list(g)
-    routes = _ratio(m(g, names[1]), m(g, names[0])) if len(names) >= 2 else float("nan")
-    tokens = _ratio(m(g, names[3]), m(g, names[2])) if len(names) >= 4 else float("nan")
-    p99 = _ratio(r.p99.get("gateway required", (math.nan, 0))[0], r.p99.get("haproxy", (math.nan, 0))[0])
+    routes = paired(g, names[1], names[0]) if len(names) >= 2 else float("nan")
+    tokens = paired(g, names[3], names[2]) if len(names) >= 4 else float("nan")
+    p99 = paired(r.p99_rounds, "gateway required", "haproxy")
     kept_up = r.p99.get("gateway required", (math.nan, 0.0))[1] >= 0.95 * r.rate
     idle = (r.idle_rss[1] - r.idle_rss[0]) / MiB
     rows = [
-        ("required route ≥ 0.40 of HAProxy", f"{_ratio(one, haproxy):.3f}", _ratio(one, haproxy) >= 0.40),
-        ("public route ≥ 0.45 of HAProxy", f"{_ratio(m(t, 'gateway public'), haproxy):.3f}",
-         _ratio(m(t, "gateway public"), haproxy) >= 0.45),
+        ("required route ≥ 0.40 of HAProxy", f"{required:.3f}", required >= 0.40),
+        ("public route ≥ 0.45 of HAProxy", f"{public:.3f}", public >= 0.45),
         (f"p99 at {r.rate:,} req/s ≤ 2× HAProxy's (the rate kept)", f"{p99:.2f}×" + ("" if kept_up else
                                                                                    ", rate not kept"),
          p99 <= 2 and kept_up),
-        ("2 workers ≥ 1.4× one worker", f"{_ratio(two, one):.2f}×" + _ceiling(r, one), _ratio(two, one) >= 1.4),
-        ("login ≥ 5× the seed's", f"{_ratio(gw_login, seed_login):.2f}×", _ratio(gw_login, seed_login) >= 5),
+        ("2 workers ≥ 1.4× one worker", f"{workers:.2f}×" + _ceiling(r, one), workers >= 1.4),
+        ("login ≥ 5× the seed's", f"{login:.2f}×", login >= 5),
         ("many routes cost ≤ 5%", f"{1 - routes:+.1%}", 1 - routes <= 0.05),
         ("many tokens cost ≤ 10%", f"{1 - tokens:+.1%}", 1 - tokens <= 0.10),
         ("idle connections < 60 MB of RSS", f"{idle:.1f} MiB", idle < 60),
@@ -73,7 +69,6 @@ def _ceiling(r: Results, one: float) -> str:
 def _tls_lines(r: Results) -> list[str]:
     from .run import HTTPS_CLIENTS, HTTPS_UPSTREAM
 
-    plain = r.median(r.throughput, "gateway required")
     rows = [(HTTPS_CLIENTS, "clients to the gateway (wrk over HTTPS, keep-alive)"),
             (HTTPS_UPSTREAM, "the gateway to its upstream (pooled, sessions resumed)")]
     lines = ["### The cost of TLS (gateway, required route, one worker)", "",
@@ -81,7 +76,7 @@ def _tls_lines(r: Results) -> list[str]:
     for name, between in rows:
         if name in r.throughput:
             median = r.median(r.throughput, name)
-            lines.append(f"| {between} | {median:,.0f} | {_ratio(median, plain):.3f} |")
+            lines.append(f"| {between} | {median:,.0f} | {r.paired(r.throughput, name, 'gateway required'):.3f} |")
     return [*lines, ""]
 
 
@@ -102,7 +97,7 @@ def _table(title: str, table: dict[str, list[float]], base: str | None, r: Resul
              "|---|---:|" + ("---:|" if base else "") + "---:|---|"]
     for name, values in table.items():
         median = r.median(table, name)
-        ratio = f" {_ratio(median, r.median(table, base)):.3f} |" if base else ""
+        ratio = f" {r.paired(table, name, base):.3f} |" if base else ""
         rounds = " ".join(f"{v:,.0f}" for v in values)
         lines.append(f"| {name} | {median:,.0f} |{ratio} {r.errors.get(name, 0)} | {rounds} |")
     return [*lines, ""]
@@ -114,7 +109,9 @@ def _lines(r: Results, machine: dict[str, str], command: str, elapsed: float, ch
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{command}` "
         f"({elapsed:.0f} s). Absolute figures differ between machines and runs by a factor of three: "
-        "compare the ratios, which come from this one run.",
+        "compare the ratios, which come from this one run. Each ratio is the median over the rounds of the "
+        "ratio within a round (the loads of a round run back to back), so that the machine's drift from one "
+        "round to the next cancels out of it.",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".",
         "",
@@ -133,9 +130,10 @@ def _lines(r: Results, machine: dict[str, str], command: str, elapsed: float, ch
         *_cpu_lines(r),
         f"### p99 latency at a fixed rate of {r.rate:,} req/s (30% of HAProxy's median; wrk on a schedule, median of the rounds)",
         "",
-        "| system | p99 ms | rate achieved |",
-        "|---|---:|---:|",
-        *(f"| {name} | {ms:.2f} | {achieved:,.0f} |" for name, (ms, achieved) in r.p99.items()),
+        "| system | p99 ms | rate achieved | rounds (ms) |",
+        "|---|---:|---:|---|",
+        *(f"| {name} | {ms:.2f} | {achieved:,.0f} | {' '.join(f'{v:.2f}' for v in r.p99_rounds.get(name, []))} |"
+          for name, (ms, achieved) in r.p99.items()),
         "",
         *_table("Login with an SMS code (real Redis and MariaDB)", r.logins, "seed login (Flask, gunicorn)", r),
         *_table("Growth (gateway, required route, one worker)", r.growth, None, r),

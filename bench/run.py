@@ -64,7 +64,8 @@ class Cpu:
 @dataclass
 class Results:
     throughput: dict[str, list[float]] = field(default_factory=dict)
-    p99: dict[str, tuple[float, float]] = field(default_factory=dict)  # (ms, achieved req/s)
+    p99: dict[str, tuple[float, float]] = field(default_factory=dict)  # (ms, achieved req/s) of the median run
+    p99_rounds: dict[str, list[float]] = field(default_factory=dict)  # ms, round by round
     rate: int = 0
     logins: dict[str, list[float]] = field(default_factory=dict)
     growth: dict[str, list[float]] = field(default_factory=dict)
@@ -79,6 +80,13 @@ class Results:
     @staticmethod
     def median(table: dict[str, list[float]], name: str) -> float:
         return statistics.median(table[name]) if table.get(name) else 0.0
+
+    @staticmethod
+    def paired(table: dict[str, list[float]], name: str, base: str) -> float:
+        """The median over the rounds of name ÷ base within each round: both ran back to back, so the
+        machine's drift from one round to the next cancels out of each ratio."""
+        pairs = [a / b for a, b in zip(table.get(name, []), table.get(base, []), strict=False) if b]
+        return statistics.median(pairs) if pairs else float("nan")
 
 
 def status(url: str, authorization: str | None, context: ssl.SSLContext | None = None) -> tuple[int, str | None]:
@@ -145,6 +153,7 @@ def data_path(stack: Stack, settings: Settings, results: Results, folder: Path) 
                                                                  folder / "fixed-rate.lua", headers=headers))
     for name, measured in runs.items():
         results.p99[name] = sorted(measured)[len(measured) // 2]  # the median run by p99
+        results.p99_rounds[name] = [ms for ms, _ in measured]
 
 
 def growth(stack: Stack, settings: Settings, results: Results, folder: Path) -> None:

@@ -18,9 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, dev=getattr(args, "dev", False))
     except ConfigError as exc:
-        print(f"{args.config}: configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_problems(args.config, exc)
         return EXIT_CONFIG
     command = args.command or "run"
     if command == "check-config":
@@ -36,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_users_command(config, args.action, args.user))
     return _run(config, dev=args.dev, worker=getattr(args, "worker", None), listen_fd=getattr(args, "listen_fd", None),
                 table_fd=getattr(args, "table_fd", None))
+
+
+def _print_problems(source: str, exc: ConfigError) -> None:
+    print(f"{source}: configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,12 +87,16 @@ def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None
 
     if listen_fd is not None and table_fd is not None and worker is not None:  # a worker of the supervisor
         sock = socket.socket(fileno=listen_fd)
-        table: WorkerTable | None = WorkerTable(table_fd, workers, worker)
+        table: WorkerTable | None = WorkerTable(table_fd, worker)
     else:
         sock, table = bind(config.server.host, config.server.port), None
     server = Server(with_worker_id(config, worker or 0), dev=dev, worker=worker or 0, table=table)
     with asyncio.Runner(loop_factory=_new_event_loop) as runner:
-        runner.run(server.run(sock))
+        try:
+            runner.run(server.run(sock))
+        except ConfigError as exc:  # a file read at start (a certificate) changed since it was checked
+            _print_problems(config.source, exc)
+            return EXIT_CONFIG
     return 0
 
 

@@ -1,8 +1,10 @@
-"""The client's address: the socket's peer, unless that peer is a trusted proxy.
+"""The client's address and scheme: the socket's, unless its peer is a trusted proxy.
 
 Only then is X-Forwarded-For read, right to left, skipping trusted proxies:
 the first address that is not one of ours is the client. A forged entry to
-the left of it changes nothing.
+the left of it changes nothing. Likewise X-Forwarded-Proto (http or https)
+is believed from a trusted proxy alone: a load balancer that terminated TLS
+says so to the upstream through the gateway.
 """
 from __future__ import annotations
 
@@ -50,3 +52,12 @@ class ClientIp:
 
     def is_trusted(self, request: Request) -> bool:
         return is_trusted(request.peer, self.trusted)
+
+    def scheme(self, request: Request) -> str:
+        if not self.trusted:
+            return request.scheme
+        forwarded = request.headers.get("X-Forwarded-Proto")
+        if forwarded is None or not is_trusted(request.peer, self.trusted):
+            return request.scheme
+        forwarded = forwarded.split(",")[-1].strip().lower()  # the nearest proxy's word, appended last
+        return forwarded if forwarded in ("http", "https") else request.scheme

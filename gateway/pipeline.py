@@ -67,7 +67,7 @@ class Pipeline:
             user_id=admission.user_id,
             forward_authorization=route.forward_authorization,
             peer=request.peer,
-            scheme=request.scheme,
+            scheme=self._client_ip.scheme(request),
             req_id=req_id,
         )
         path_qs = f"{path}?{request.query}" if request.query else path

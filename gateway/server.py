@@ -121,9 +121,7 @@ class Server:
             try:
                 config = load_config(self.config.source, dev=self.dev)
             except ConfigError as exc:
-                log.error("reload refused, the running configuration stays: %d problem(s)", len(exc.problems))
-                for problem in exc.problems:
-                    log.error("  %s", problem)
+                _refused(exc)
                 return
             config = with_worker_id(config, self.worker)
             if not self.worker:
@@ -132,6 +130,10 @@ class Server:
             fresh = Generation(config, self._table)
             try:
                 await fresh.start(sock)
+            except ConfigError as exc:  # a file read at start (a certificate) changed since it was checked
+                await fresh.stop()
+                _refused(exc)
+                return
             except Exception:
                 log.exception("reload failed while starting; the running configuration stays")
                 await fresh.stop()
@@ -147,6 +149,12 @@ class Server:
         while True:
             self._table.beat()
             await asyncio.sleep(BEAT)
+
+
+def _refused(exc: ConfigError) -> None:
+    log.error("reload refused, the running configuration stays: %d problem(s)", len(exc.problems))
+    for problem in exc.problems:
+        log.error("  %s", problem)
 
 
 def with_worker_id(config: Config, worker: int) -> Config:

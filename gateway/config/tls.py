@@ -35,15 +35,19 @@ class ResumingContext(ssl.SSLContext):
         return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session=session or self.session)
 
 
+def _no_password() -> bytes:
+    raise ValueError("the key is encrypted: give the gateway an unencrypted key file (readable by it alone)")
+
+
 def server_context(cert_file: str, key_file: str, *, min_version: str = "1.2", ciphers: str | None = None,
                    client_ca_file: str | None = None, client_auth: str = "none") -> ssl.SSLContext:
-    """Raises OSError (a file) or ssl.SSLError (its content) when something does not load."""
+    """Raises OSError (a file), ssl.SSLError (its content) or ValueError (an encrypted key)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = VERSIONS[min_version]
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     if ciphers:
         context.set_ciphers(ciphers)
-    context.load_cert_chain(cert_file, key_file)
+    context.load_cert_chain(cert_file, key_file, password=_no_password)  # never a prompt on the terminal
     if client_ca_file:
         context.load_verify_locations(cafile=client_ca_file)
     context.verify_mode = CLIENT_AUTH[client_auth]
@@ -61,7 +65,7 @@ def upstream_context(tls: UpstreamTls) -> ResumingContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if tls.cert_file and tls.key_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=_no_password)
     return context
 
 
@@ -104,6 +108,12 @@ def server_tls(reader: Reader, raw: Any) -> ServerTls | None:
                                                f"{block.get('min_version')!r}")
         min_version = "1.2"
     ciphers = reader.string(block, "ciphers", where, None)
+    if ciphers:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
+        except ssl.SSLError:
+            reader.problem(f"{where}.ciphers", f"OpenSSL knows no cipher in {ciphers!r}")
+            ciphers = None
     client_ca_file = reader.string(block, "client_ca_file", where, None)
     client_auth = reader.choice(block, "client_auth", where, tuple(CLIENT_AUTH))
     if client_auth != "none" and not client_ca_file:
@@ -116,7 +126,7 @@ def server_tls(reader: Reader, raw: Any) -> ServerTls | None:
     try:
         context = server_context(cert_file, key_file, min_version=min_version, ciphers=ciphers,
                                  client_ca_file=client_ca_file, client_auth=client_auth)
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         reader.problem(where, f"the certificate, key or CA file does not load: {_why(exc)}")
         return None
     _warn_expiry(reader, cert_file, f"{where}.cert_file")
@@ -141,7 +151,7 @@ def upstream_tls(reader: Reader, raw: Any, where: str) -> UpstreamTls:
         return tls
     try:
         upstream_context(tls)
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ValueError) as exc:
         reader.problem(where, f"the CA file, certificate or key does not load: {_why(exc)}")
         return tls
     if not tls.verify:

@@ -46,7 +46,8 @@ class Connections:
     def __init__(self, on_close: Callable[[], None] | None = None) -> None:
         self.open: set[HttpProtocol] = set()
         self._on_close = on_close  # told of each connection that closes (the worker table's count)
-        self.closing = False
+        self.closing = False  # draining: no request after the one under way
+        self.drained = False  # the drain is over
         self._second = -1
         self._date = b""
         self._empty: asyncio.Event | None = None
@@ -76,6 +77,7 @@ class Connections:
                 await asyncio.wait_for(self._empty.wait(), timeout)
             except TimeoutError:
                 pass
+        self.drained = True
         for conn in list(self.open):
             conn.abort()
 
@@ -92,6 +94,7 @@ class HttpProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self._peer = ""
+        self._tls = False
         self._parser: httptools.HttpRequestParser | None = None
         self._url: list[bytes] = []
         self._fields: RawFields = []
@@ -137,6 +140,13 @@ class HttpProtocol(asyncio.Protocol):
         self._no_body = RequestBody(length=None, exists=False, pause=self._pause_for_body)
         self._empty_body = RequestBody(length=0, exists=False, pause=self._pause_for_body)
         self.connections.open.add(self)
+        self._tls = transport.get_extra_info("ssl_object") is not None
+        if self.connections.drained:
+            # Its TLS handshake ended after this generation had drained and let go of its stores: there is
+            # nothing to serve it with. (One that ends while the drain is under way is served one request.)
+            self._parser = None
+            self._close(lingering=False)
+            return
         self._idle()
 
     def data_received(self, data: bytes) -> None:
@@ -152,10 +162,10 @@ class HttpProtocol(asyncio.Protocol):
         if self._tunnel is not None:
             self._tunnel[1]()
             return None
-        if self._busy or self._queue:
+        if (self._busy or self._queue) and not self._tls:
             self._peer_done = True  # a client may shut its side once it has sent: it still gets its answer
             return True
-        return None  # close
+        return None  # close (TLS has no half-closed state: close_notify ends the connection)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -380,9 +380,10 @@ class Pool:
                  server_name: str | None = None) -> None:
         self.host = host
         self.port = port
-        self.host_header = (host if port == (443 if tls else 80) else f"{host}:{port}").encode("idna")
         self.tls = tls  # https: each connection offers the TLS session of the last one
         self.server_name = (server_name or host) if tls else None  # sent as SNI, and the name checked
+        name = self.server_name or host  # the upstream is asked for the name its certificate is checked for
+        self.host_header = (name if port == (443 if tls else 80) else f"{name}:{port}").encode("idna")
         self._limit = limit
         self._idle: list[Connection] = []
         limit.pools.append(self)

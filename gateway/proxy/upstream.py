@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from yarl import URL
 
-from ..config import UpstreamConfig
+from ..config import ConfigError, UpstreamConfig
 from ..config.model import UpstreamTls
 from ..config.tls import upstream_context
 from .balancer import BALANCERS, make_targets
@@ -17,7 +17,7 @@ class Upstream:
         self.targets = make_targets(config.targets, config.passive)
         self.balancer = BALANCERS[config.balance](self.targets)
         limit = Limit(config.max_connections)
-        self.pools = {target: _pool(target.url, limit, config.tls) for target in self.targets}
+        self.pools = {target: _pool(config.name, target.url, limit, config.tls) for target in self.targets}
 
     def errors(self) -> dict[str, str]:
         return {"upstream": self.name}
@@ -27,10 +27,13 @@ class Upstream:
             pool.close()
 
 
-def _pool(url: str, limit: Limit, tls: UpstreamTls) -> Pool:
+def _pool(name: str, url: str, limit: Limit, tls: UpstreamTls) -> Pool:
     parsed = URL(url)
     assert parsed.host is not None and parsed.port is not None
     if parsed.scheme != "https":
         return Pool(parsed.host, parsed.port, limit)
-    # A context per target: the TLS session it resumes is that target's.
-    return Pool(parsed.host, parsed.port, limit, tls=upstream_context(tls), server_name=tls.server_name)
+    try:  # the files were read when the configuration was; one may have changed since
+        context = upstream_context(tls)  # a context per target: the TLS session it resumes is that target's
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"upstreams.{name}.tls: the CA file, certificate or key does not load: {exc}"]) from None
+    return Pool(parsed.host, parsed.port, limit, tls=context, server_name=tls.server_name)

@@ -53,7 +53,7 @@ async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs:
     except (OSError, _Broken) as exc:
         side.close()
         target.failed()
-        log.warning("upstream %s: the WebSocket handshake failed: %s", upstream.name, exc)
+        log.warning("upstream %s: the WebSocket handshake failed: %s %s", upstream.name, type(exc).__name__, exc)
         raise BadGateway(f"Upstream {upstream.name} is unavailable.", extra=upstream.errors()) from None
     if status != 101:
         side.close()

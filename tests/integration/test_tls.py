@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import ssl
 import warnings
 from pathlib import Path
@@ -131,6 +130,20 @@ async def test_tls_1_0_and_1_1_are_refused(aiohttp_client: Client, upstream: Tes
     other.close()
     with pytest.raises((ssl.SSLError, ConnectionError)):
         await loop.create_connection(asyncio.Protocol, "127.0.0.1", client.port, ssl=_old_tls_client())
+    # min_version 1.3: a client that stops at TLS 1.2 is refused, one that speaks 1.3 is not
+    config = tls_config(str(upstream.make_url("")).rstrip("/"), store_urls, cert_file=server_pem.cert,
+                        key_file=server_pem.key, min_version="1.3")
+    strict = await aiohttp_client(GatewayServer(config))
+    tls12 = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls12.check_hostname, tls12.verify_mode = False, ssl.CERT_NONE
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", client.port, ssl=tls12)
+    assert transport.get_extra_info("ssl_object").version() == "TLSv1.2"  # the default gateway takes 1.2
+    transport.close()
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await loop.create_connection(asyncio.Protocol, "127.0.0.1", strict.port, ssl=tls12)
+    resp = await strict.get("/v1_0/channels", ssl=False)
+    assert resp.status == 200  # over TLS 1.3
 
 
 async def test_plain_http_to_the_tls_port_is_closed_quietly(
@@ -173,7 +186,7 @@ async def test_an_https_upstream_with_a_private_ca_and_resumed_sessions(
     echoes += [await r.json() for r in answers]
     assert {e["tls"]["version"] for e in echoes} <= {"TLSv1.2", "TLSv1.3"}
     assert any(e["tls"]["resumed"] for e in echoes)
-    assert header(echoes[0], "Host") == [f"127.0.0.1:{news.port}"]
+    assert header(echoes[0], "Host") == [f"news.internal:{news.port}"]  # the name the certificate is for
 
 
 @pytest.mark.parametrize("case, reason", [
@@ -217,14 +230,15 @@ async def test_retries_and_health_checks_use_the_tls_settings(
         aiohttp_client: Client, aiohttp_server: Callable[..., Awaitable[TestServer]], store_urls: dict[str, str],
         ca: Authority) -> None:
     news = await https_stub(aiohttp_server, ca.issue("news"))
-    with socket.socket() as sock:  # a port nothing listens on: the first target refuses
-        sock.bind(("127.0.0.1", 0))
-        dead = sock.getsockname()[1]
-    targets = [f"https://127.0.0.1:{dead}", f"https://127.0.0.1:{news.port}"]
+    # The first target's certificate is of a CA the gateway does not trust: its handshake fails before any
+    # byte of a request is sent, so a GET goes on to the other target.
+    impostor = await https_stub(aiohttp_server, Authority(ca.folder.parent / "impostor", "Impostor").issue("x"))
+    targets = [f"https://127.0.0.1:{impostor.port}", f"https://127.0.0.1:{news.port}"]
     config = make_config(targets, **store_urls, upstreams={"news": {
         "targets": targets, "balance": "round_robin", "tls": {"ca_file": ca.ca_file}}})
     client = await aiohttp_client(GatewayServer(config))
     assert {(await client.get("/v1_0/channels")).status for _ in range(4)} == {200}  # the refused one retried
+    assert len(news.app[RECEIVED]) == 4 and impostor.app[RECEIVED] == []
     # A health check that trusts another CA finds the target unhealthy: 503, not a 502 per request.
     other = Authority(ca.folder.parent / "other", "Other CA")
     target = f"https://127.0.0.1:{news.port}"
@@ -322,12 +336,21 @@ async def test_sighup_rotates_the_certificate_under_load_and_a_bad_one_keeps_the
         stop.set()
         await asyncio.gather(*loads)
         assert failures == [] and len(statuses) > 20 and set(statuses) == {200}
-        assert await _fingerprint(gateway.port, context) == after  # the second certificate still serves
+        # every worker serves the second certificate still
+        assert {await _fingerprint(gateway.port, context) for _ in range(20)} == {after}
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(b"GET /v1_0/channels HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP to the TLS port
+        try:
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        except ConnectionResetError:
+            pass
+        writer.close()
     finally:
         gateway.stop()
     log = gateway.log.read_text()
     assert "reload refused" in log and "KEY_VALUES_MISMATCH" in log
-    assert "Traceback" not in log
+    assert "Traceback" not in log and " ERROR " not in log.replace("ERROR gateway.server: reload refused", "") \
+        .replace("ERROR gateway.server:   ", "")
     # a WARNING at start and on the reload that took, once each (not once per worker)
     assert log.count("WARNING gateway: server.tls.cert_file: the certificate expires in 10 day(s)") == 1
     assert log.count("WARNING gateway.server: server.tls.cert_file: the certificate expires in 5 day(s)") == 1
@@ -355,3 +378,17 @@ async def test_timeouts_and_forward_auth_behave_the_same_over_tls(
     assert resp.status == 200 and resp.headers["X-User-Id"] == "42"
     resp = await client.get("/_gateway/auth", headers=asked, ssl=context)
     assert resp.status == 401
+
+
+async def test_x_forwarded_proto_is_believed_from_a_trusted_proxy_alone(
+        aiohttp_client: Client, upstream: TestServer, store_urls: dict[str, str]) -> None:
+    """A load balancer that terminated TLS tells the upstream so; a client cannot."""
+    url = str(upstream.make_url("")).rstrip("/")
+    behind = await aiohttp_client(GatewayServer(make_config(url, **store_urls,
+                                                            server={"trusted_proxies": ["127.0.0.1"]})))
+    exposed = await aiohttp_client(GatewayServer(make_config(url, **store_urls)))
+    for client, expected in ((behind, ["https"]), (exposed, ["http"])):
+        resp = await client.get("/v1_0/echo/public", headers={"X-Forwarded-Proto": "https"})
+        assert header(await resp.json(), "X-Forwarded-Proto") == expected
+    resp = await behind.get("/v1_0/echo/public", headers={"X-Forwarded-Proto": "gopher"})
+    assert header(await resp.json(), "X-Forwarded-Proto") == ["http"]

@@ -41,6 +41,8 @@ def test_every_server_tls_problem_at_once(ca: Authority, tmp_path: Path) -> None
     assert "server.tls.key_file: is required: a PEM file" in found
     assert any(p.startswith("server.tls.min_version: must be 1.2 or 1.3") for p in found)
     assert any(p.startswith("server.tls.client_auth: required needs client_ca_file") for p in found)
+    assert "server.tls.ciphers: OpenSSL knows no cipher in '3'" in found
+    assert len(found) == 6
     one, other = ca.issue("one"), ca.issue("other")
     mismatched = problems(config_dict(server={"tls": {"cert_file": one.cert, "key_file": other.key}}))
     assert mismatched == ["server.tls: the certificate, key or CA file does not load: KEY_VALUES_MISMATCH"]
@@ -92,3 +94,17 @@ def test_every_upstream_tls_problem_at_once(ca: Authority, tmp_path: Path) -> No
     assert "upstreams.odd.targets[0]: must be http://host:port or https://host:port, got 'ftp://x:1'" in found
     assert "upstreams.odd.tls.pin: unknown key" in found
     assert any(p.startswith("upstreams.odd.tls.verify:") for p in found)
+
+
+def test_an_encrypted_key_or_unknown_ciphers_are_problems_not_a_prompt(ca: Authority, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    pem = ca.issue("gw")
+    key = serialization.load_pem_private_key(Path(pem.key).read_bytes(), password=None)
+    locked = tmp_path / "locked.key"
+    locked.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.BestAvailableEncryption(b"secret")))
+    found = problems(config_dict(server={"tls": {"cert_file": pem.cert, "key_file": str(locked)}}))
+    assert len(found) == 1 and "the key is encrypted" in found[0]
+    found = problems(config_dict(server={"tls": {"cert_file": pem.cert, "key_file": pem.key, "ciphers": "NOPE-NONE"}}))
+    assert found == ["server.tls.ciphers: OpenSSL knows no cipher in 'NOPE-NONE'"]

@@ -14,7 +14,7 @@ from gateway.balance import WorkerTable
 def tables() -> Iterator[list[WorkerTable]]:
     """Three workers' views of one table, as three processes would map it."""
     shared = WorkerTable.create(3)
-    views = [WorkerTable(shared.fd, 3, index) for index in range(3)]
+    views = [WorkerTable(shared.fd, index) for index in range(3)]
     for view in views:
         view.beat()
     yield views
@@ -54,9 +54,17 @@ def test_a_worker_that_left_or_stopped_beating_takes_no_part(tables: list[Worker
 def test_the_supervisor_clears_a_dead_workers_slot(tables: list[WorkerTable]) -> None:
     a, b, c = tables
     a.opened()
+    b.opened()
+    b.opened()
     c.opened()
-    supervisor = WorkerTable(a.fd, 3)
-    supervisor.clear(1)  # b died holding none
+    supervisor = WorkerTable(a.fd)
+    supervisor.clear(1)  # b died holding two
     assert a.connections(1) == 0
     assert a.may_accept() and c.may_accept()  # b's slot is out until its successor beats
     supervisor.close()
+
+
+def test_a_worker_sizes_the_table_by_the_table_not_by_its_own_reading(tables: list[WorkerTable]) -> None:
+    assert WorkerTable(tables[0].fd, 2).workers == 3
+    with pytest.raises(ValueError):
+        WorkerTable(tables[0].fd, 3)  # gateway.yaml now says 4 workers: index 3 has no slot
