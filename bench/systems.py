@@ -161,7 +161,7 @@ backend b
 
 def register(database_url: str) -> None:
     """The bench's user, in the store the gateway will read (once per store)."""
-    from gateway.stores.users import open_user_store
+    from gateway.stores.databases import open_user_store
 
     async def run() -> None:
         store = await open_user_store(database_url, 1)

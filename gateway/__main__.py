@@ -110,7 +110,7 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 
 async def _migrate(config: Config) -> int:
     from .errors import ServiceUnavailable
-    from .stores.users import open_user_store
+    from .stores.databases import open_user_store
 
     try:
         users = await open_user_store(config.database.url, 1)

@@ -41,13 +41,15 @@ from .proxy.health import HealthChecker
 from .proxy.headers import RequestIds
 from .proxy.route import Route, resolve_all
 from .ratelimit import RateLimits
-from .routing import RouteTable, normalize_path
+from .paths import normalize_path
+from .routing import RouteTable
 from .stores.codes import CodeStore, MemoryCodeStore, RedisCodeStore
 from .stores.failures import LoginFailures, MemoryFailures, RedisFailures
 from .stores.kv import KeyValue, MemoryKV, connect_redis
 from .stores.limits import Limiter, redis_storage
 from .stores.revocation import MemoryRevocations, RedisRevocations
-from .stores.users import UserStore, open_user_store
+from .stores.databases import open_user_store
+from .stores.users import UserStore
 
 log = logging.getLogger("gateway")
 STORE_ERRORS = (RedisError, pymysql.err.OperationalError, pymysql.err.InterfaceError, sqlite3.Error)

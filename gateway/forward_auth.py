@@ -15,7 +15,7 @@ from .errors import Forbidden
 from .http.request import Request
 from .http.response import Response
 from .pipeline import Pipeline
-from .routing import normalize_path
+from .paths import normalize_path
 
 PREFIX = "/_gateway/auth"
 

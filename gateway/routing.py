@@ -1,102 +1,7 @@
-"""Matching a request to a route.
-
-The request path is normalized once (`normalize_path`); the normalized path is
-the one that is authorized and the one that is forwarded, so the gateway and
-the upstream can never disagree about which resource was asked for.
-"""
+"""The match stage: the route for a normalized path (paths.py makes it so)."""
 from __future__ import annotations
 
-import re
-import string
-from typing import TYPE_CHECKING, Generic, Iterable, Protocol, TypeVar
-
-from .errors import BadRequest
-
-if TYPE_CHECKING:
-    from .config import RouteConfig
-
-AUTH_MODES = ("public", "optional", "required")
-_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
-_HEX = frozenset(string.hexdigits)
-# Encoded characters that would change how the path splits into segments.
-_FORBIDDEN_ENCODED = {"2F": "an encoded slash", "5C": "an encoded backslash", "00": "an encoded NUL"}
-
-
-# A path already in normal form: segments of plain characters, none empty, "." or "..", no escapes.
-# Most requests' paths are; they skip the work below.
-_NORMAL = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~!$&'()*+,;=:@-]+)+/?|/")
-
-
-class BadPath(ValueError):
-    pass
-
-
-def normalize_path(raw: str) -> str:
-    """Decode unreserved percent-escapes, merge slashes, resolve dot segments.
-
-    Raises BadRequest for an encoded slash, backslash or NUL, a bad escape,
-    a control character, or a path that climbs above the root.
-    """
-    if _NORMAL.fullmatch(raw):
-        return raw
-    try:
-        return _normalize(raw)
-    except BadPath as exc:
-        raise BadRequest(f"Invalid path: {exc}.") from None
-
-
-def normalize_route_path(path: str) -> str:
-    if not path.startswith("/"):
-        raise ValueError("must start with /")
-    try:
-        normalized = _normalize(path)
-    except BadPath as exc:
-        raise ValueError(str(exc)) from None
-    return normalized.rstrip("/") or "/"
-
-
-def _normalize(raw: str) -> str:
-    if not raw.startswith("/"):
-        raise BadPath("it must start with /")
-    if "\\" in raw:
-        raise BadPath("it contains a backslash")
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw):
-        raise BadPath("it contains a control character")
-    decoded = _decode_unreserved(raw) if "%" in raw else raw
-    segments: list[str] = []
-    parts = decoded.split("/")
-    for part in parts[1:]:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not segments:
-                raise BadPath("it climbs above the root")
-            segments.pop()
-        else:
-            segments.append(part)
-    trailing = parts[-1] in ("", ".", "..") and bool(segments)
-    return "/" + "/".join(segments) + ("/" if trailing else "")
-
-
-def _decode_unreserved(raw: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(raw):
-        char = raw[i]
-        if char != "%":
-            out.append(char)
-            i += 1
-            continue
-        hexpair = raw[i + 1:i + 3]
-        if len(hexpair) != 2 or not set(hexpair) <= _HEX:
-            raise BadPath("it has a malformed percent-escape")
-        hexpair = hexpair.upper()
-        if hexpair in _FORBIDDEN_ENCODED:
-            raise BadPath(f"it contains {_FORBIDDEN_ENCODED[hexpair]}")
-        decoded = chr(int(hexpair, 16))
-        out.append(decoded if decoded in _UNRESERVED else "%" + hexpair)
-        i += 3
-    return "".join(out)
+from typing import Generic, Iterable, Protocol, TypeVar
 
 
 class _HasPath(Protocol):
@@ -123,12 +28,3 @@ class RouteTable(Generic[R]):
             if candidate == "/":
                 return None
             candidate = candidate[:candidate.rfind("/")] or "/"
-
-
-def auth_mode(route: RouteConfig, method: str) -> str:
-    """The route's mode for this method; HEAD follows GET; unnamed methods follow "*"."""
-    modes = route.auth
-    mode = modes.get(method)
-    if mode is None and method == "HEAD":
-        mode = modes.get("GET")
-    return mode or modes["*"]

@@ -15,7 +15,8 @@ from .config import Config
 from .errors import ServiceUnavailable
 from .stores.kv import connect_redis
 from .stores.revocation import RedisRevocations
-from .stores.users import STATUS_DISABLED, STATUS_ENABLED, User, UserStore, open_user_store
+from .stores.databases import open_user_store
+from .stores.users import STATUS_DISABLED, STATUS_ENABLED, User, UserStore
 
 MIN_PASSWORD_LENGTH = 8  # NIST SP 800-63B §5.1.1.2
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from ..errors import Forbidden, Unauthorized
 from ..stores import StoreUnavailable
 from ..stores.revocation import MemoryRevocations
-from .tokens import Claims, InvalidToken, TokenService, bearer_token
+from ..claims import Claims
+from .tokens import InvalidToken, TokenService, bearer_token
 from .user_status import UserStatusCache
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="toutiao-gateway"'}

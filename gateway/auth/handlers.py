@@ -21,7 +21,8 @@ from .mobile import normalize_mobile
 from .passwords import MAX_PASSWORD_BYTES
 from .sessions import Sessions, wrong_refresh_token
 from .sms import SmsSender
-from .tokens import Claims, InvalidToken, TokenService, bearer_token
+from ..claims import Claims
+from .tokens import InvalidToken, TokenService, bearer_token
 
 CODE = re.compile(r"\d{6}")
 MAX_JSON_BODY = 16 * 1024

@@ -20,7 +20,8 @@ from ..errors import Forbidden, ServiceUnavailable
 from ..stores.kv import KeyValue
 from ..stores.revocation import MemoryRevocations
 from . import legacy
-from .tokens import Claims, TokenService
+from ..claims import Claims
+from .tokens import TokenService
 
 PENDING = "pending"
 PENDING_TTL = 10  # a rotation that dies half-way frees its token again after this long

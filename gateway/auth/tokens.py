@@ -26,6 +26,7 @@ import jwt
 from jwt.algorithms import HMACAlgorithm
 
 from ..config import JwtConfig, JwtKey
+from ..claims import Claims
 from . import legacy
 
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
@@ -57,17 +58,6 @@ def _signer() -> jwt.PyJWS:
 
 class InvalidToken(Exception):
     """Malformed, badly signed, expired, not yet valid, or with claims of the wrong type."""
-
-
-@dataclass(frozen=True, slots=True)
-class Claims:
-    user_id: int
-    refresh: bool
-    exp: float
-    iat: float
-    jti: str
-    sid: str
-    family: str  # a second revocation key: the sid itself, or a legacy token's pre-switch family
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Mapping
 
 from limits import RateLimitItem
@@ -191,16 +192,30 @@ class UpstreamConfig:
     tls: UpstreamTls = field(default_factory=UpstreamTls)
 
 
+class AuthMode(StrEnum):
+    PUBLIC = "public"  # no token needed; one sent is not read
+    OPTIONAL = "optional"  # a valid token identifies the user; none is fine; a bad one is 401
+    REQUIRED = "required"  # a valid access token of an enabled user, or 401/403
+
+
 @dataclass(frozen=True)
 class RouteConfig:
     path: str
     upstream: str
-    auth: Mapping[str, str]  # method (or "*") -> public | optional | required
+    auth: Mapping[str, AuthMode]  # method (or "*") -> mode
     forward_authorization: bool = False
     limits: tuple[RateLimit, ...] = ()
     timeouts: Timeouts | None = None  # None: the upstream's
     max_body_size: int | None = None  # None: the upstream's
     retry_non_idempotent: bool = False
+
+    def mode(self, method: str) -> AuthMode:
+        """The mode for this method; HEAD follows GET; unnamed methods follow "*"."""
+        modes = self.auth
+        mode = modes.get(method)
+        if mode is None and method == "HEAD":
+            mode = modes.get("GET")
+        return mode or modes["*"]
 
 
 @dataclass(frozen=True)

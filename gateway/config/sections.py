@@ -5,9 +5,9 @@ import ipaddress
 import re
 from typing import Any, Mapping
 
-from ..routing import AUTH_MODES, normalize_route_path
+from ..paths import normalize_route_path
 from .jwtkeys import read_keys
-from .model import (Config, DatabaseConfig, IdsConfig, JwtConfig, LimitsConfig, Network, RedisConfig,
+from .model import (AuthMode, Config, DatabaseConfig, IdsConfig, JwtConfig, LimitsConfig, Network, RedisConfig,
                     RevocationConfig, RouteConfig, SentinelConfig, ServerConfig, SmsConfig, Timeouts,
                     UpstreamConfig)
 from .reader import Reader
@@ -231,20 +231,21 @@ def route_timeouts(reader: Reader, raw: Any, where: str, upstream: UpstreamConfi
     return timeouts(reader, raw, where, upstream.timeouts if upstream else Timeouts())
 
 
-def auth(reader: Reader, raw: Any, where: str) -> Mapping[str, str]:
+def auth(reader: Reader, raw: Any, where: str) -> Mapping[str, AuthMode]:
+    choices = ", ".join(AuthMode)
     if isinstance(raw, str):
         raw = {"*": raw}
     if not isinstance(raw, dict) or not raw:
-        reader.problem(where, f"must be one of {', '.join(AUTH_MODES)}, or a mapping of method to mode")
-        return {"*": "required"}
-    modes: dict[str, str] = {}
+        reader.problem(where, f"must be one of {choices}, or a mapping of method to mode")
+        return {"*": AuthMode.REQUIRED}
+    modes: dict[str, AuthMode] = {}
     for method, mode in raw.items():
         key = str(method).upper()
         if key != "*" and not re.fullmatch(r"[A-Z]+", key):
             reader.problem(f"{where}.{method}", "is not an HTTP method")
-        if mode not in AUTH_MODES:
-            reader.problem(f"{where}.{method}", f"must be one of {', '.join(AUTH_MODES)}, got {mode!r}")
-            mode = "required"
-        modes[key] = mode
-    modes.setdefault("*", "required")  # fail closed: methods the map does not name need a token
+        if mode not in set(AuthMode):
+            reader.problem(f"{where}.{method}", f"must be one of {choices}, got {mode!r}")
+            mode = AuthMode.REQUIRED
+        modes[key] = AuthMode(mode)
+    modes.setdefault("*", AuthMode.REQUIRED)  # fail closed: methods the map does not name need a token
     return modes

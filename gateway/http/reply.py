@@ -7,13 +7,10 @@ server's: the fields given never carry Connection or Transfer-Encoding.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Awaitable, Callable, Protocol
 
+from .request import Request
 from .response import REASONS, SERVER, Response
-
-if TYPE_CHECKING:
-    from .protocol import HttpProtocol
-    from .request import Request
 
 _SERVER_LINE = f"Server: {SERVER}\r\n".encode()
 _NO_BODY = frozenset({204, 304})
@@ -23,11 +20,33 @@ class ClientGone(ConnectionResetError):
     """The client's connection closed before its answer was written: nobody is left to answer."""
 
 
+class _Connections(Protocol):
+    @property
+    def closing(self) -> bool: ...
+
+    def date(self) -> bytes: ...
+
+
+class Connection(Protocol):
+    """What a reply needs of the client connection it answers on (protocol.py's HttpProtocol)."""
+
+    @property
+    def connections(self) -> _Connections: ...
+
+    def write(self, data: bytes) -> None: ...
+    def drain(self) -> Awaitable[None]: ...
+    def abort(self) -> None: ...
+    def close(self) -> None: ...
+    def pause_for_tunnel(self, on: bool) -> None: ...
+    def tunnel(self, received: Callable[[bytes], None], closed: Callable[[], None],
+               paused: Callable[[bool], None]) -> bytes: ...
+
+
 class Reply:
     __slots__ = ("_protocol", "_request", "status", "sent", "started", "finished", "keep_alive", "_chunked",
                  "_no_body", "took_over")
 
-    def __init__(self, protocol: HttpProtocol, request: Request) -> None:
+    def __init__(self, protocol: Connection, request: Request) -> None:
         self._protocol = protocol
         self._request = request
         self.status = 0

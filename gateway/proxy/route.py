@@ -11,7 +11,6 @@ from typing import Iterable, Mapping
 
 from ..config import RateLimit, RouteConfig
 from ..config.model import Timeouts
-from ..routing import auth_mode
 from .upstream import Upstream
 
 
@@ -39,7 +38,7 @@ def resolve(config: RouteConfig, upstream: Upstream) -> Route:
     return Route(
         path=config.path,
         upstream=upstream,
-        modes={method: auth_mode(config, method) for method in named},
+        modes={method: config.mode(method) for method in named},
         other_mode=config.auth["*"],
         forward_authorization=config.forward_authorization,
         limits=config.limits,

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from redis.exceptions import RedisError
 
-from ..auth.tokens import Claims
+from ..claims import Claims
 from . import StoreUnavailable
 
 log = logging.getLogger("gateway.stores.revocation")

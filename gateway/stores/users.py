@@ -1,7 +1,8 @@
 """Users in the toutiao tables `user_basic` and `user_profile`.
 
-One interface, `UserStore`; `open_user_store(url)` picks MySQL (aiomysql) or
-SQLite (aiosqlite). Handlers never see SQL.
+One interface, `UserStore`, with MySQL (users_mysql.py, aiomysql) and SQLite
+(users_sqlite.py, aiosqlite) beside it; `databases.open_user_store(url)`
+picks one. Handlers never see SQL.
 """
 from __future__ import annotations
 
@@ -53,15 +54,3 @@ def user_from_row(row: tuple[Any, ...] | None) -> User | None:
         return None
     user_id, mobile, name, status, account, password = row
     return User(int(user_id), str(mobile), str(name), int(status), account, password)
-
-
-async def open_user_store(url: str, pool_size: int = 10) -> UserStore:
-    if url.startswith("mysql://"):
-        from .users_mysql import MySQLUserStore
-
-        return await MySQLUserStore.open(url, pool_size)
-    if url.startswith("sqlite://"):
-        from .users_sqlite import SQLiteUserStore
-
-        return await SQLiteUserStore.open(url)
-    raise ValueError(f"unsupported database url: {url.split('://', 1)[0]}")

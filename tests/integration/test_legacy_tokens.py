@@ -230,7 +230,7 @@ async def test_every_issued_token_names_its_session(make_gateway: Any, holders: 
 
 async def a_password(client: TestClient, store_urls: dict[str, str], user_id: int) -> None:
     from gateway.auth.passwords import Passwords
-    from gateway.stores.users import open_user_store
+    from gateway.stores.databases import open_user_store
 
     users = await open_user_store(store_urls["database_url"], 1)
     try:

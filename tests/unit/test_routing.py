@@ -6,7 +6,8 @@ import pytest
 
 from gateway.config import RouteConfig
 from gateway.errors import BadRequest
-from gateway.routing import _NORMAL, BadPath, RouteTable, _normalize, auth_mode, normalize_path, normalize_route_path
+from gateway.paths import _NORMAL, BadPath, _normalize, normalize_path, normalize_route_path
+from gateway.routing import RouteTable
 
 
 @pytest.mark.parametrize(
@@ -76,10 +77,10 @@ def test_no_route_matches_without_a_root_route() -> None:
 
 def test_auth_mode_per_method() -> None:
     r = route("/x", {"GET": "optional", "POST": "public", "*": "required"})
-    assert auth_mode(r, "GET") == "optional"
-    assert auth_mode(r, "HEAD") == "optional"
-    assert auth_mode(r, "POST") == "public"
-    assert auth_mode(r, "DELETE") == "required"
+    assert r.mode("GET") == "optional"
+    assert r.mode("HEAD") == "optional"
+    assert r.mode("POST") == "public"
+    assert r.mode("DELETE") == "required"
 
 
 def test_route_paths_are_normalized_in_config() -> None:
