@@ -47,7 +47,7 @@ from .stores.codes import CodeStore, MemoryCodeStore, RedisCodeStore
 from .stores.failures import LoginFailures, MemoryFailures, RedisFailures
 from .stores.kv import KeyValue, MemoryKV, connect_redis
 from .stores.limits import Limiter, redis_storage
-from .stores.revocation import MemoryRevocations, RedisRevocations
+from .stores.revocation import MemoryRevocations, RedisRevocations, Revocations
 from .stores.databases import open_user_store
 from .stores.users import UserStore
 
@@ -97,7 +97,7 @@ class _KeyValueStores:
     codes: CodeStore
     limits: RateLimits
     failures: LoginFailures
-    revocations: MemoryRevocations
+    revocations: Revocations
 
 
 @contextlib.asynccontextmanager
@@ -111,7 +111,7 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         ids = IdWorker(config.ids.datacenter_id, config.ids.worker_id)
         client_ip = ClientIp(config.server.trusted_proxies)
         status = UserStatusCache(users, config.revocation.user_status_cache_ttl)
-        stores.revocations.on_status_change(status.forget)
+        stores.revocations.on_status_change(status)
         authenticator = Authenticator(tokens, stores.revocations, status,
                                       fail_open=config.revocation.on_redis_down == "allow")
         logins = Logins(users, stores.codes, Passwords(), stores.limits, stores.failures, last_logins, ids, config.sms,

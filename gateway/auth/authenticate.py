@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import Forbidden, Unauthorized
 from ..stores import StoreUnavailable
-from ..stores.revocation import MemoryRevocations
+from ..stores.revocation import Revocations
 from ..claims import Claims
 from .tokens import InvalidToken, TokenService, bearer_token
 from .user_status import UserStatusCache
@@ -25,7 +25,7 @@ def _invalid(mode: str) -> Unauthorized:
 
 
 class Authenticator:
-    def __init__(self, tokens: TokenService, revocations: MemoryRevocations, status: UserStatusCache,
+    def __init__(self, tokens: TokenService, revocations: Revocations, status: UserStatusCache,
                  *, fail_open: bool = False) -> None:
         self.tokens = tokens
         self.revocations = revocations

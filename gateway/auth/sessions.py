@@ -18,7 +18,7 @@ from typing import Any, Callable
 from ..config import JwtConfig
 from ..errors import Forbidden, ServiceUnavailable
 from ..stores.kv import KeyValue
-from ..stores.revocation import MemoryRevocations
+from ..stores.revocation import Revocations
 from . import legacy
 from ..claims import Claims
 from .tokens import TokenService
@@ -33,7 +33,7 @@ def wrong_refresh_token() -> Forbidden:
 
 
 class Sessions:
-    def __init__(self, tokens: TokenService, revocations: MemoryRevocations, kv: KeyValue, config: JwtConfig,
+    def __init__(self, tokens: TokenService, revocations: Revocations, kv: KeyValue, config: JwtConfig,
                  *, clock: Callable[[], float] = time.time) -> None:
         self._tokens = tokens
         self._revocations = revocations

@@ -42,8 +42,8 @@ class UserStatusCache:
         return enabled
 
     def forget(self, user_id: int) -> None:
-        """Drop one user's cached status; 0 drops them all."""
-        if user_id == 0:
-            self._cache.clear()
-        else:
-            self._cache.pop(user_id, None)
+        """Drop one user's cached status."""
+        self._cache.pop(user_id, None)
+
+    def forget_all(self) -> None:
+        self._cache.clear()

@@ -1,10 +1,12 @@
 """Revoked sessions and per-user "not before" times.
 
-Every check is a local dictionary look-up: no network round trip per request.
-`MemoryRevocations` is the whole store for one instance. `RedisRevocations`
-also keeps the list in Redis and keeps every instance's copy fresh through
-pub/sub; while its subscription is down the copy may be stale, and checks
-fail closed (503) unless `revocation.on_redis_down` is `allow`.
+Every check is a local dictionary look-up (`RevocationList`): no network
+round trip per request. Two stores answer the `Revocations` protocol:
+`MemoryRevocations` is the whole store for one instance; `RedisRevocations`
+keeps the list in Redis too and every instance's copy fresh through pub/sub.
+While its subscription is down the copy may be stale, and checks fail closed
+(503) unless `revocation.on_redis_down` is `allow`. Both also tell the user
+status cache when a user's status changed (`StatusListener`).
 
 Redis layout: one sorted set, `gw:revocations`, whose members are
 `sid:<sid>` or `user:<user_id>:<not_before>` scored by the time the entry
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Protocol
 
 from redis.exceptions import RedisError
 
@@ -27,17 +29,60 @@ from . import StoreUnavailable
 log = logging.getLogger("gateway.stores.revocation")
 KEY = "gw:revocations"
 CHANNEL = "gw:events"
-Listener = Callable[[int], None]
 
 
-class MemoryRevocations:
-    def __init__(self, max_ttl: float, *, clock: Callable[[], float] = time.time) -> None:
-        self._max_ttl = max_ttl
+class StatusListener(Protocol):
+    """Told when a user's enabled/disabled status may have changed (the user status cache)."""
+
+    def forget(self, user_id: int) -> None: ...
+    def forget_all(self) -> None: ...
+
+
+class Revocations(Protocol):
+    @property
+    def fresh(self) -> bool:
+        """False while changes made elsewhere may be missing from this instance's copy."""
+
+    def is_revoked(self, claims: Claims) -> bool: ...
+    def on_status_change(self, listener: StatusListener) -> None: ...
+    async def revoke_sessions(self, *sids: str) -> None: ...
+    async def revoke_user(self, user_id: int) -> None:
+        """Every token of the user issued until now."""
+    async def status_changed(self, user_id: int) -> None: ...
+
+
+class Entry(NamedTuple):
+    """One revocation: a session (`sid`), or a user's tokens issued until `not_before`. `drop_at`: when no
+    token it covers can still be alive."""
+
+    drop_at: float
+    sid: str | None = None
+    user_id: int | None = None
+    not_before: float = 0.0
+
+    def member(self) -> str:
+        """As a member of the Redis sorted set (scored by `drop_at`)."""
+        return f"sid:{self.sid}" if self.sid is not None else f"user:{self.user_id}:{self.not_before}"
+
+    @classmethod
+    def parse(cls, member: str, drop_at: float) -> Entry | None:
+        kind, _, rest = member.partition(":")
+        if kind == "sid":
+            return cls(drop_at, sid=rest)
+        if kind == "user":
+            user, _, not_before = rest.partition(":")
+            return cls(drop_at, user_id=int(user), not_before=float(not_before))
+        return None
+
+
+class RevocationList:
+    """This instance's copy: revoked sessions and each user's not-before time, dropped when they no longer
+    matter."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._sessions: dict[str, float] = {}  # sid -> when the entry may be dropped
         self._not_before: dict[int, tuple[float, float]] = {}  # user_id -> (not_before, drop at)
-        self._status_listeners: list[Listener] = []
-        self.fresh = True
 
     def is_revoked(self, claims: Claims) -> bool:
         sessions = self._sessions
@@ -46,34 +91,17 @@ class MemoryRevocations:
         entry = self._not_before.get(claims.user_id)
         return entry is not None and claims.iat <= entry[0]
 
-    def on_status_change(self, listener: Listener) -> None:
-        self._status_listeners.append(listener)
-
-    async def revoke_sessions(self, *sids: str) -> None:
-        drop_at = self._clock() + self._max_ttl
-        for member in _session_members(sids):
-            self._apply(member, drop_at)
-
-    async def revoke_user(self, user_id: int) -> None:
-        now = self._clock()
-        self._apply(f"user:{user_id}:{now}", now + self._max_ttl)
-
-    async def status_changed(self, user_id: int) -> None:
-        self._notify_status(user_id)
-
-    def _apply(self, member: str, drop_at: float) -> None:
-        kind, _, rest = member.partition(":")
-        if kind == "sid":
-            self._sessions[rest] = drop_at
-        elif kind == "user":
-            user, _, not_before = rest.partition(":")
-            old = self._not_before.get(int(user), (float("-inf"), 0.0))
-            self._not_before[int(user)] = max(old, (float(not_before), drop_at))
+    def add(self, entry: Entry) -> None:
+        if entry.sid is not None:
+            self._sessions[entry.sid] = entry.drop_at
+        elif entry.user_id is not None:
+            old = self._not_before.get(entry.user_id, (float("-inf"), 0.0))
+            self._not_before[entry.user_id] = max(old, (entry.not_before, entry.drop_at))
         self._prune()
 
-    def _notify_status(self, user_id: int) -> None:
-        for listener in self._status_listeners:
-            listener(user_id)
+    def clear(self) -> None:
+        self._sessions.clear()
+        self._not_before.clear()
 
     def _prune(self) -> None:
         now = self._clock()
@@ -83,15 +111,71 @@ class MemoryRevocations:
             del self._not_before[user]
 
 
-class RedisRevocations(MemoryRevocations):
+class _Listeners:
+    def __init__(self) -> None:
+        self._listeners: list[StatusListener] = []
+
+    def add(self, listener: StatusListener) -> None:
+        self._listeners.append(listener)
+
+    def forget(self, user_id: int) -> None:
+        for listener in self._listeners:
+            listener.forget(user_id)
+
+    def forget_all(self) -> None:
+        for listener in self._listeners:
+            listener.forget_all()
+
+
+class MemoryRevocations:
+    """The revocations of one instance (`redis.url: memory://`)."""
+
+    fresh = True
+
+    def __init__(self, max_ttl: float, *, clock: Callable[[], float] = time.time) -> None:
+        self._max_ttl = max_ttl
+        self._clock = clock
+        self._list = RevocationList(clock)
+        self._listeners = _Listeners()
+
+    def is_revoked(self, claims: Claims) -> bool:
+        return self._list.is_revoked(claims)
+
+    def on_status_change(self, listener: StatusListener) -> None:
+        self._listeners.add(listener)
+
+    async def revoke_sessions(self, *sids: str) -> None:
+        for entry in _session_entries(sids, self._clock() + self._max_ttl):
+            self._list.add(entry)
+
+    async def revoke_user(self, user_id: int) -> None:
+        now = self._clock()
+        self._list.add(Entry(now + self._max_ttl, user_id=user_id, not_before=now))
+
+    async def status_changed(self, user_id: int) -> None:
+        self._listeners.forget(user_id)
+
+
+class RedisRevocations:
+    """The revocations of every instance sharing one Redis: stored there, mirrored here through pub/sub."""
+
     def __init__(self, redis: Any, max_ttl: float, *, clock: Callable[[], float] = time.time,
                  retry_delay: float = 0.5) -> None:
-        super().__init__(max_ttl, clock=clock)
         self._redis = redis
+        self._max_ttl = max_ttl
+        self._clock = clock
+        self._list = RevocationList(clock)
+        self._listeners = _Listeners()
         self._retry_delay = retry_delay
         self._stopped = False
         self._synced = asyncio.Event()
         self.fresh = False  # until the first load after subscribing
+
+    def is_revoked(self, claims: Claims) -> bool:
+        return self._list.is_revoked(claims)
+
+    def on_status_change(self, listener: StatusListener) -> None:
+        self._listeners.add(listener)
 
     async def wait_until_fresh(self, timeout: float) -> bool:
         try:
@@ -104,30 +188,30 @@ class RedisRevocations(MemoryRevocations):
         self._stopped = True
 
     async def revoke_sessions(self, *sids: str) -> None:
-        await self._store(_session_members(sids), self._clock() + self._max_ttl)
+        await self._store(_session_entries(sids, self._clock() + self._max_ttl))
 
     async def revoke_user(self, user_id: int) -> None:
         now = self._clock()
-        await self._store([f"user:{user_id}:{now}"], now + self._max_ttl)
+        await self._store([Entry(now + self._max_ttl, user_id=user_id, not_before=now)])
 
     async def status_changed(self, user_id: int) -> None:
-        self._notify_status(user_id)
+        self._listeners.forget(user_id)
         await self._publish(f"status:{user_id}")
 
-    async def _store(self, members: list[str], drop_at: float) -> None:
+    async def _store(self, entries: list[Entry]) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(KEY, {member: drop_at for member in members})
+                pipe.zadd(KEY, {entry.member(): entry.drop_at for entry in entries})
                 pipe.zremrangebyscore(KEY, "-inf", self._clock())
                 pipe.expire(KEY, int(self._max_ttl) + 1)
-                for member in members:
-                    pipe.publish(CHANNEL, f"revoke {member} {drop_at}")
+                for entry in entries:
+                    pipe.publish(CHANNEL, f"revoke {entry.member()} {entry.drop_at}")
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.error("cannot store a revocation: %s", exc)
             raise StoreUnavailable() from None
-        for member in members:
-            self._apply(member, drop_at)
+        for entry in entries:
+            self._list.add(entry)
 
     async def _publish(self, message: str) -> None:
         try:
@@ -160,26 +244,29 @@ class RedisRevocations(MemoryRevocations):
 
     async def _load(self) -> None:
         entries = await self._redis.zrangebyscore(KEY, self._clock(), "+inf", withscores=True)
-        self._sessions.clear()
-        self._not_before.clear()
+        self._list.clear()
         for member, drop_at in entries:
-            self._apply(_text(member), float(drop_at))
+            entry = Entry.parse(_text(member), float(drop_at))
+            if entry is not None:
+                self._list.add(entry)
         # Anything cached about users may be older than what we just missed.
-        self._notify_status(0)
+        self._listeners.forget_all()
 
     def _receive(self, data: Any) -> None:
         kind, _, rest = _text(data).partition(" ")
         if kind == "revoke":
             member, _, drop_at = rest.rpartition(" ")
-            self._apply(member, float(drop_at))
+            entry = Entry.parse(member, float(drop_at))
+            if entry is not None:
+                self._list.add(entry)
         elif kind.startswith("status:"):
-            self._notify_status(int(kind[len("status:"):]))
+            self._listeners.forget(int(kind[len("status:"):]))
 
 
-def _session_members(sids: tuple[str, ...]) -> list[str]:
+def _session_entries(sids: tuple[str, ...], drop_at: float) -> list[Entry]:
     if not all(sids):
         raise ValueError("an empty session id would match no token, or every token made without one")
-    return [f"sid:{sid}" for sid in sids]
+    return [Entry(drop_at, sid=sid) for sid in sids]
 
 
 def _text(value: Any) -> str:
