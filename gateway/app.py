@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from dataclasses import dataclass
 from typing import AsyncIterator
 
 import aiohttp
-import pymysql
-from redis.exceptions import RedisError
 
 from .auth.authenticate import Authenticator
 from .auth.handlers import AuthEndpoints
@@ -30,7 +27,7 @@ from .auth.user_status import UserStatusCache
 from .client_ip import ClientIp
 from .config import Config
 from .endpoints import OwnEndpoints
-from .errors import BadRequest, ServiceUnavailable
+from .errors import BadRequest
 from .forward_auth import ForwardAuth
 from .http.reply import Reply
 from .http.request import Request
@@ -45,14 +42,13 @@ from .paths import normalize_path
 from .routing import RouteTable
 from .stores.codes import CodeStore, MemoryCodeStore, RedisCodeStore
 from .stores.failures import LoginFailures, MemoryFailures, RedisFailures
-from .stores.kv import KeyValue, MemoryKV, connect_redis
+from .stores.kv import KeyValue, MemoryKV, RedisKV, connect_redis
 from .stores.limits import Limiter, redis_storage
 from .stores.revocation import MemoryRevocations, RedisRevocations, Revocations
 from .stores.databases import open_user_store
 from .stores.users import UserStore
 
 log = logging.getLogger("gateway")
-STORE_ERRORS = (RedisError, pymysql.err.OperationalError, pymysql.err.InterfaceError, sqlite3.Error)
 
 
 class Gateway:
@@ -67,17 +63,14 @@ class Gateway:
         self.authenticator = authenticator
 
     async def handle(self, request: Request, reply: Reply) -> None:
-        try:
-            path = normalize_path(_origin_path(request.path))
-            endpoint = self._own.match(request.method, path)
-            if endpoint is not None:
-                reply.send(await endpoint(request))
-            else:
-                await self._pipeline.proxy(request, reply, path)
-        except STORE_ERRORS as exc:
-            # A store the gateway needs is down: fail closed, whichever stage noticed.
-            log.error("store unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
-            raise ServiceUnavailable() from None
+        """The stores turn their drivers' errors into StoreUnavailable (503), which fails closed like any
+        GatewayError: nothing here needs to know which driver a store uses."""
+        path = normalize_path(_origin_path(request.path))
+        endpoint = self._own.match(request.method, path)
+        if endpoint is not None:
+            reply.send(await endpoint(request))
+        else:
+            await self._pipeline.proxy(request, reply, path)
 
 
 def _origin_path(target: str) -> str:
@@ -93,7 +86,7 @@ def _origin_path(target: str) -> str:
 
 @dataclass
 class _KeyValueStores:
-    kv: KeyValue  # plain keys for sessions: the Redis primary, or memory://
+    kv: KeyValue  # plain keys for sessions: on the Redis primary, or memory://
     codes: CodeStore
     limits: RateLimits
     failures: LoginFailures
@@ -138,7 +131,7 @@ async def _key_value_stores(config: Config) -> AsyncIterator[_KeyValueStores]:
     listener = asyncio.create_task(revocations.listen())
     try:
         await revocations.wait_until_fresh(timeout=5)
-        yield _KeyValueStores(primary, RedisCodeStore(primary, replica, failures),
+        yield _KeyValueStores(RedisKV(primary), RedisCodeStore(primary, replica, failures),
                               RateLimits(Limiter(redis_storage(primary)), config.limits),
                               RedisFailures(primary, failures), revocations)
     finally:
@@ -146,9 +139,9 @@ async def _key_value_stores(config: Config) -> AsyncIterator[_KeyValueStores]:
         listener.cancel()
         # redis-py can swallow a cancellation that lands mid-connect; do not wait on it for long.
         await asyncio.wait([listener], timeout=2)
-        await primary.aclose()  # type: ignore[attr-defined]
+        await primary.aclose()
         if replica is not None:
-            await replica.aclose()  # type: ignore[attr-defined]
+            await replica.aclose()
 
 
 @contextlib.asynccontextmanager

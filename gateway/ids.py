@@ -41,13 +41,3 @@ class IdWorker:
             self._sequence = 0
         self._last_ms = now
         return ((now - EPOCH_MS) << TIMESTAMP_SHIFT) | self._node | self._sequence
-
-
-def parts(snowflake: int) -> tuple[int, int, int, int]:
-    """(milliseconds since the epoch, datacenter, worker, sequence)."""
-    return (
-        (snowflake >> TIMESTAMP_SHIFT) + EPOCH_MS,
-        (snowflake >> DATACENTER_SHIFT) & ((1 << DATACENTER_BITS) - 1),
-        (snowflake >> WORKER_SHIFT) & ((1 << WORKER_BITS) - 1),
-        snowflake & MAX_SEQUENCE,
-    )

@@ -19,6 +19,11 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="toutiao-gateway"'}
 _INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="toutiao-gateway", error="invalid_token"'}
 
 
+def must_authorize() -> Unauthorized:
+    """401 for a request that brought no credentials (RFC 6750 §3)."""
+    return Unauthorized(headers=_CHALLENGE)
+
+
 def _invalid(mode: str) -> Unauthorized:
     message = "Token has some errors." if mode == "optional" else "User must be authorized."
     return Unauthorized(message, headers=_INVALID_CHALLENGE)
@@ -32,20 +37,28 @@ class Authenticator:
         self.status = status
         self._fail_open = fail_open
 
+    def claims_of(self, header: str | None) -> Claims | None:
+        """The claims of the bearer token in an Authorization header: None when it has none, or one that
+        is malformed, badly signed or expired. The one place a token becomes claims."""
+        token = bearer_token(header)
+        if token is None:
+            return None
+        try:
+            return self.tokens.verify(token)
+        except InvalidToken:
+            return None
+
     def authenticate(self, header: str | None, mode: str) -> Claims | None:
         if mode == "public":
             return None
         if header is None:
             if mode == "optional":
                 return None
-            raise Unauthorized(headers=_CHALLENGE)
-        token = bearer_token(header)
-        if token is None:
+            raise must_authorize()
+        claims = self.claims_of(header)
+        if claims is None:
             raise _invalid(mode)
-        try:
-            return self.tokens.verify(token)
-        except InvalidToken:
-            raise _invalid(mode) from None
+        return claims
 
     def authorized(self, claims: Claims, mode: str) -> bool:
         """The checks that need no I/O: raises when they refuse, True when they allow, False when the user's

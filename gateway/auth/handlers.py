@@ -9,20 +9,20 @@ from urllib.parse import unquote
 
 from ..client_ip import ClientIp
 from ..config import Config
-from ..errors import BadRequest, Forbidden, Unauthorized
+from ..errors import BadRequest, Forbidden
 from ..http.request import Request
 from ..http.response import Response, json_response
 from ..ratelimit import RateLimits
 from ..stores.codes import CodeStore
 from ..stores.users import UserStore
-from .authenticate import Authenticator
+from .authenticate import Authenticator, must_authorize
 from .login import Logins
 from .mobile import normalize_mobile
 from .passwords import MAX_PASSWORD_BYTES
 from .sessions import Sessions, wrong_refresh_token
 from .sms import SmsSender
 from ..claims import Claims
-from .tokens import InvalidToken, TokenService, bearer_token
+from .tokens import TokenService
 
 CODE = re.compile(r"\d{6}")
 MAX_JSON_BODY = 16 * 1024
@@ -85,7 +85,7 @@ class AuthEndpoints:
 
     async def logout(self, request: Request) -> Response:
         """Ends the session of the refresh or access token presented; ending an ended one is not an error."""
-        claims = self._claims_or(request, _must_authorize)
+        claims = self._claims_or(request, must_authorize)
         await self._sessions.end(claims)
         return Response(204)
 
@@ -93,17 +93,10 @@ class AuthEndpoints:
         return self._jwks
 
     def _claims_or(self, request: Request, error: Callable[[], Exception]) -> Claims:
-        token = bearer_token(request.headers.get("Authorization"))
-        if token is None:
+        claims = self._authenticator.claims_of(request.headers.get("Authorization"))
+        if claims is None:
             raise error()
-        try:
-            return self._tokens.verify(token)
-        except InvalidToken:
-            raise error() from None
-
-
-def _must_authorize() -> Unauthorized:
-    return Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="toutiao-gateway"'})
+        return claims
 
 
 async def read_json(request: Request) -> dict[str, Any]:

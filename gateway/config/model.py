@@ -178,11 +178,19 @@ class PassiveConfig:
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 
 
+class Balance(StrEnum):
+    """How an upstream picks a target (proxy/balancer.py has one class for each)."""
+
+    ROUND_ROBIN = "round_robin"  # smooth weighted, as nginx
+    LEAST_CONNECTIONS = "least_connections"  # fewest requests in flight per weight
+    RANDOM_TWO_CHOICES = "random_two_choices"  # two weighted random picks, the less loaded wins
+
+
 @dataclass(frozen=True)
 class UpstreamConfig:
     name: str
     targets: tuple[TargetConfig, ...]
-    balance: str = "round_robin"
+    balance: Balance = Balance.ROUND_ROBIN
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_connections: int = 100
     health_check: HealthCheckConfig | None = None

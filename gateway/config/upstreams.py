@@ -4,11 +4,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .model import IDEMPOTENT, HealthCheckConfig, PassiveConfig, TargetConfig, Timeouts, UpstreamConfig
+from .model import IDEMPOTENT, Balance, HealthCheckConfig, PassiveConfig, TargetConfig, Timeouts, UpstreamConfig
 from .reader import Reader
 from .tls import upstream_tls
 
-BALANCE = ("round_robin", "least_connections", "random_two_choices")
 _TARGET = re.compile(r"https?://[^/\s?#]+/?")
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)b?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -37,7 +36,7 @@ def upstream(reader: Reader, name: str, raw: Any) -> UpstreamConfig:
     return UpstreamConfig(
         name=name,
         targets=targets,
-        balance=reader.choice(block, "balance", where, BALANCE),
+        balance=Balance(reader.choice(block, "balance", where, tuple(Balance))),
         timeouts=timeouts(reader, block.get("timeouts"), f"{where}.timeouts", Timeouts()),
         max_connections=reader.integer(block, "max_connections", where, 100, 1, 100000),
         health_check=health_check(reader, block.get("health_check"), f"{where}.health_check"),

@@ -10,7 +10,7 @@ import random
 import time
 from typing import Callable, Collection, Sequence
 
-from ..config.model import PassiveConfig, TargetConfig
+from ..config.model import Balance, PassiveConfig, TargetConfig
 
 
 class Target:
@@ -101,10 +101,10 @@ class RandomTwoChoices(Balancer):
         return first if first.active / first.weight <= second.active / second.weight else second
 
 
-BALANCERS: dict[str, Callable[[Sequence[Target]], Balancer]] = {
-    "round_robin": RoundRobin,
-    "least_connections": LeastConnections,
-    "random_two_choices": RandomTwoChoices,
+BALANCERS: dict[Balance, Callable[[Sequence[Target]], Balancer]] = {
+    Balance.ROUND_ROBIN: RoundRobin,
+    Balance.LEAST_CONNECTIONS: LeastConnections,
+    Balance.RANDOM_TWO_CHOICES: RandomTwoChoices,
 }
 
 

@@ -20,7 +20,7 @@ import logging
 from typing import Any, Mapping
 
 from ..config import UpstreamConfig
-from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream, PayloadTooLarge
+from ..errors import PayloadTooLarge
 from ..http.body import BodyIncomplete, RequestBody
 from ..http.reply import Reply
 from ..http.request import Request
@@ -52,12 +52,12 @@ class Forwarder:
         if not total:
             return await _run(exchange, reply, req_id)
         try:
-            async with asyncio.timeout(total):  # type: ignore[attr-defined]
+            async with asyncio.timeout(total):
                 await _run(exchange, reply, req_id)
         except TimeoutError:
             upstream = route.upstream
             if not reply.started:
-                raise GatewayTimeout(f"Upstream {upstream.name} timed out.", extra=upstream.errors()) from None
+                raise upstream.timed_out() from None
             _cut(reply, "the route's total timeout")
 
 
@@ -95,7 +95,7 @@ class _Exchange:
         while True:
             target = balancer.pick(tried) or (balancer.pick() if same_target_ok else None)
             if target is None:
-                raise NoHealthyUpstream(extra=self.upstream.errors())
+                raise self.upstream.no_healthy_target()
             tried.append(target)
             target.active += 1
             try:
@@ -180,14 +180,13 @@ class _Exchange:
                         type(exc).__name__)
 
     def _error(self, exc: BaseException) -> BaseException:
-        extra = self.upstream.errors()
         if self.body.too_large:
             return PayloadTooLarge()
         if isinstance(exc, (ConnectTimeout, ReadTimeout, QueueTimeout, asyncio.TimeoutError)):
-            return GatewayTimeout(f"Upstream {self.upstream.name} timed out.", extra=extra)
+            return self.upstream.timed_out()
         if isinstance(exc, (UpstreamError, OSError)):
             log.warning("upstream %s failed: %s: %s", self.upstream.name, type(exc).__name__, exc)
-            return BadGateway(f"Upstream {self.upstream.name} is unavailable.", extra=extra)
+            return self.upstream.unavailable()
         return exc
 
 

@@ -6,6 +6,7 @@ from yarl import URL
 from ..config import ConfigError, UpstreamConfig
 from ..config.model import UpstreamTls
 from ..config.tls import upstream_context
+from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream
 from .balancer import BALANCERS, make_targets
 from .transport import Limit, Pool
 
@@ -19,8 +20,23 @@ class Upstream:
         limit = Limit(config.max_connections)
         self.pools = {target: _pool(config.name, target.url, limit, config.tls) for target in self.targets}
 
+    # The errors that end a request at this upstream: the one home of their messages. They name the
+    # upstream, never a target's address.
     def errors(self) -> dict[str, str]:
         return {"upstream": self.name}
+
+    def timed_out(self) -> GatewayTimeout:
+        return GatewayTimeout(f"Upstream {self.name} timed out.", extra=self.errors())
+
+    def unavailable(self, **extra: str) -> BadGateway:
+        return BadGateway(f"Upstream {self.name} is unavailable.", extra={**self.errors(), **extra})
+
+    def refused_upgrade(self, status: int) -> BadGateway:
+        return BadGateway(f"Upstream {self.name} refused the WebSocket upgrade.",
+                          extra={**self.errors(), "upstream_status": str(status)})
+
+    def no_healthy_target(self) -> NoHealthyUpstream:
+        return NoHealthyUpstream(extra=self.errors())
 
     def close(self) -> None:
         for pool in self.pools.values():

@@ -16,7 +16,6 @@ import logging
 
 import httptools
 
-from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream
 from ..http.reply import ClientGone, Reply
 from ..http.request import Request
 from .headers import RESPONSE_DROP_RAW, RawFields
@@ -34,7 +33,7 @@ async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs:
     upstream = route.upstream
     target = upstream.balancer.pick()
     if target is None:
-        raise NoHealthyUpstream(extra=upstream.errors())
+        raise upstream.no_healthy_target()
     pool = upstream.pools[target]
     head = b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n%s\r\n" % (
         path_qs.encode("utf-8", "surrogateescape"), pool.host_header, fields)
@@ -49,17 +48,16 @@ async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs:
             status = await side.status
     except TimeoutError:
         side.close()
-        raise GatewayTimeout(f"Upstream {upstream.name} timed out.", extra=upstream.errors()) from None
+        raise upstream.timed_out() from None
     except (OSError, _Broken) as exc:
         side.close()
         target.failed()
         log.warning("upstream %s: the WebSocket handshake failed: %s %s", upstream.name, type(exc).__name__, exc)
-        raise BadGateway(f"Upstream {upstream.name} is unavailable.", extra=upstream.errors()) from None
+        raise upstream.unavailable() from None
     if status != 101:
         side.close()
         log.info("upstream %s refused a WebSocket upgrade with %s", upstream.name, status)
-        raise BadGateway(f"Upstream {upstream.name} refused the WebSocket upgrade.",
-                         extra={**upstream.errors(), "upstream_status": str(status)})
+        raise upstream.refused_upgrade(status)
     target.active += 1
     try:
         lines = b"".join(b"%s: %s\r\n" % (name, value) for name, value in side.fields

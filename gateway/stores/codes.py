@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, NamedTuple, Protocol
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from . import StoreUnavailable
@@ -124,7 +125,7 @@ async def _counting_here(local: MemoryFailures, mobile: str, window: Window | No
 
 
 class RedisCodeStore:
-    def __init__(self, primary: Any, replica: Any | None, failures: MemoryFailures) -> None:
+    def __init__(self, primary: Redis, replica: Redis | None, failures: MemoryFailures) -> None:
         self._primary = primary
         self._replica = replica
         self._check = primary.register_script(CHECK)
@@ -143,7 +144,8 @@ class RedisCodeStore:
 
     async def check(self, mobile: str, guess: str, max_attempts: int, failures: Window | None) -> Checked:
         now_ms = int(time.time() * 1000)
-        window = [int(failures.seconds * 1000), failures.limit, member(now_ms)] if failures else [0, 0, ""]
+        window: list[int | str] = [int(failures.seconds * 1000), failures.limit, member(now_ms)] if failures \
+            else [0, 0, ""]
         try:
             result = int(await self._check(keys=[code_key(mobile), attempts_key(mobile), failures_key(mobile)],
                                            args=[max_attempts, guess, now_ms, *window]))
@@ -158,12 +160,13 @@ class RedisCodeStore:
     async def _check_on_replica(self, mobile: str, guess: str, max_attempts: int) -> bool:
         assert self._replica is not None
         try:
-            real = await self._replica.get(code_key(mobile))
+            stored = await self._replica.get(code_key(mobile))
         except _DOWN as exc:
             log.error("redis replica unavailable while reading an sms code: %s", exc)
             raise StoreUnavailable() from None
-        if real is None:
+        if stored is None:
             return False
+        real = stored.decode() if isinstance(stored, bytes) else stored
         log.warning("sms code read from the replica; attempts are counted by this instance only")
         marker = f"{mobile}:{real}"
         if await self._local.get(f"spent:{marker}") is not None:

@@ -14,9 +14,10 @@ import collections
 import logging
 import os
 import time
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 from limits import RateLimitItem
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 log = logging.getLogger("gateway.stores.failures")
@@ -102,7 +103,7 @@ class MemoryFailures:
 
 
 class RedisFailures:
-    def __init__(self, primary: Any, local: MemoryFailures) -> None:
+    def __init__(self, primary: Redis, local: MemoryFailures) -> None:
         self._exhausted = primary.register_script(EXHAUSTED)
         self._record = primary.register_script(RECORD)
         self.local = local  # while Redis is down

@@ -5,13 +5,19 @@ with the same expiry behaviour, so a store is written once for both.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ..config.model import RedisConfig
+from . import StoreUnavailable
+
+log = logging.getLogger("gateway.stores.kv")
 
 
 class KeyValue(Protocol):
@@ -19,9 +25,7 @@ class KeyValue(Protocol):
     async def set(self, name: str, value: str, ex: int | None = None, nx: bool = False) -> Any: ...
     async def incr(self, name: str) -> Any: ...
     async def expire(self, name: str, seconds: int) -> Any: ...
-    async def getdel(self, name: str) -> Any: ...
     async def delete(self, *names: str) -> Any: ...
-    async def ttl(self, name: str) -> Any: ...
 
 
 SWEEP_EVERY = 1024  # writes between sweeps of expired keys
@@ -77,22 +81,41 @@ class MemoryKV:
         self._data[name] = (value, self._clock() + seconds)
         return True
 
-    async def getdel(self, name: str) -> str | None:
-        value = self._live(name)
-        self._data.pop(name, None)
-        return value
-
     async def delete(self, *names: str) -> int:
         return sum(self._data.pop(name, None) is not None for name in names)
 
-    async def ttl(self, name: str) -> int:
-        if self._live(name) is None:
-            return -2
-        deadline = self._data[name][1]
-        return -1 if deadline is None else max(0, round(deadline - self._clock()))
-
     async def aclose(self) -> None:
         self._data.clear()
+
+
+class RedisKV:
+    """A redis.asyncio client as a KeyValue: a Redis that cannot be reached is StoreUnavailable (503) here,
+    so that no stage above the stores sees a driver's exception."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+
+    async def get(self, name: str) -> Any:
+        return await self._call("get", name)
+
+    async def set(self, name: str, value: str, ex: int | None = None, nx: bool = False) -> Any:
+        return await self._call("set", name, value, ex=ex, nx=nx)
+
+    async def incr(self, name: str) -> Any:
+        return await self._call("incr", name)
+
+    async def expire(self, name: str, seconds: int) -> Any:
+        return await self._call("expire", name, seconds)
+
+    async def delete(self, *names: str) -> Any:
+        return await self._call("delete", *names)
+
+    async def _call(self, command: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self._client, command)(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            log.error("redis unavailable: %s", type(exc).__name__)
+            raise StoreUnavailable() from None
 
 
 _TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
@@ -109,7 +132,8 @@ def connect_redis(config: RedisConfig) -> tuple[Any, Any | None]:
     and the replica is any replica Sentinel knows."""
     if config.sentinel is None:
         return connect(config.url), connect(config.replica_url) if config.replica_url else None
-    sentinel = Sentinel(list(config.sentinel.hosts), sentinel_kwargs=dict(_TIMEOUTS), **_TIMEOUTS)
+    sentinel = Sentinel(list(config.sentinel.hosts), sentinel_kwargs=dict(_TIMEOUTS),  # type: ignore[no-untyped-call]
+                        **_TIMEOUTS)
     service, db, password = config.sentinel.service, config.sentinel.db, config.sentinel.password
     return (sentinel.master_for(service, decode_responses=True, db=db, password=password),
             sentinel.slave_for(service, decode_responses=True, db=db, password=password))

@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 log = logging.getLogger("gateway.stores.limits")
 _DOWN = (StorageError, RedisError, OSError)
 
 
-def redis_storage(client: Any) -> Storage:
+def redis_storage(client: Redis) -> Storage:
     """A limits storage on the gateway's own redis.asyncio connection pool (plain or Sentinel)."""
     return RedisStorage("async+redis://", implementation="redispy", wrap_exceptions=True,
-                        connection_pool=client.connection_pool, key_prefix="gw:limits")
+                        connection_pool=client.connection_pool,  # type: ignore[arg-type]  # typed as scalars
+                        key_prefix="gw:limits")
 
 
 class Limiter:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol, cast
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..claims import Claims
@@ -159,7 +160,7 @@ class MemoryRevocations:
 class RedisRevocations:
     """The revocations of every instance sharing one Redis: stored there, mirrored here through pub/sub."""
 
-    def __init__(self, redis: Any, max_ttl: float, *, clock: Callable[[], float] = time.time,
+    def __init__(self, redis: Redis, max_ttl: float, *, clock: Callable[[], float] = time.time,
                  retry_delay: float = 0.5) -> None:
         self._redis = redis
         self._max_ttl = max_ttl
@@ -239,13 +240,13 @@ class RedisRevocations:
                     log.error("revocation updates lost (%s); authenticated requests fail closed until back", exc)
                 self.fresh = False
             finally:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             await asyncio.sleep(self._retry_delay)
 
     async def _load(self) -> None:
         entries = await self._redis.zrangebyscore(KEY, self._clock(), "+inf", withscores=True)
         self._list.clear()
-        for member, drop_at in entries:
+        for member, drop_at in cast(list[tuple[str, float]], entries):  # withscores: (member, score) pairs
             entry = Entry.parse(_text(member), float(drop_at))
             if entry is not None:
                 self._list.add(entry)

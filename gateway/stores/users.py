@@ -54,3 +54,19 @@ def user_from_row(row: tuple[Any, ...] | None) -> User | None:
         return None
     user_id, mobile, name, status, account, password = row
     return User(int(user_id), str(mobile), str(name), int(status), account, password)
+
+
+class UserLookups:
+    """The get_by_* methods of both stores, over each one's query for one user by one column."""
+
+    async def _one(self, column: str, value: object) -> User | None:
+        raise NotImplementedError
+
+    async def get_by_id(self, user_id: int) -> User | None:
+        return await self._one("user_id", user_id)
+
+    async def get_by_mobile(self, mobile: str) -> User | None:
+        return await self._one("mobile", mobile)
+
+    async def get_by_account(self, account: str) -> User | None:
+        return await self._one("account", account)

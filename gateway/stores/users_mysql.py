@@ -10,14 +10,14 @@ import pymysql
 from yarl import URL
 
 from . import StoreUnavailable, schema
-from .users import USER_COLUMNS, User, user_from_row, utcnow
+from .users import USER_COLUMNS, User, UserLookups, user_from_row, utcnow
 
 log = logging.getLogger("gateway.stores.users")
 ER_DUP_ENTRY = 1062
 ER_LOCK_DEADLOCK = 1213
 
 
-class MySQLUserStore:
+class MySQLUserStore(UserLookups):
     def __init__(self, pool: aiomysql.Pool) -> None:
         self._pool = pool
 
@@ -45,6 +45,8 @@ class MySQLUserStore:
             async with self._pool.acquire() as conn, conn.cursor() as cur:
                 yield cur
         except (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError) as exc:
+            if isinstance(exc, pymysql.err.OperationalError) and exc.args and exc.args[0] == ER_LOCK_DEADLOCK:
+                raise  # register() tries again
             log.error("database unavailable: %s", exc)
             raise StoreUnavailable() from None
 
@@ -53,19 +55,10 @@ class MySQLUserStore:
             for statement in schema.MYSQL:
                 await cur.execute(statement)
 
-    async def _one(self, where: str, arg: object) -> User | None:
+    async def _one(self, column: str, value: object) -> User | None:
         async with self._cursor() as cur:
-            await cur.execute(f"SELECT {USER_COLUMNS} FROM user_basic WHERE {where} = %s", (arg,))
+            await cur.execute(f"SELECT {USER_COLUMNS} FROM user_basic WHERE {column} = %s", (value,))
             return user_from_row(await cur.fetchone())
-
-    async def get_by_id(self, user_id: int) -> User | None:
-        return await self._one("user_id", user_id)
-
-    async def get_by_mobile(self, mobile: str) -> User | None:
-        return await self._one("mobile", mobile)
-
-    async def get_by_account(self, account: str) -> User | None:
-        return await self._one("account", account)
 
     async def register(self, user_id: int, mobile: str) -> User:
         for _attempt in range(3):

@@ -6,13 +6,18 @@ registrations of one mobile cannot interleave inside a transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import aiosqlite
 
 from . import StoreUnavailable, schema
-from .users import USER_COLUMNS, User, user_from_row, utcnow
+from .users import USER_COLUMNS, User, UserLookups, user_from_row, utcnow
+
+
+log = logging.getLogger("gateway.stores.users")
 
 
 def sqlite_path(url: str) -> str:
@@ -22,7 +27,17 @@ def sqlite_path(url: str) -> str:
     return path or ":memory:"
 
 
-class SQLiteUserStore:
+@contextlib.contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    """SQLite's errors (a locked, full or unreadable file) are StoreUnavailable above this module."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        log.error("database unavailable: %s", exc)
+        raise StoreUnavailable() from None
+
+
+class SQLiteUserStore(UserLookups):
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._write = asyncio.Lock()
@@ -45,20 +60,19 @@ class SQLiteUserStore:
                 await self._db.execute(statement)
             await self._db.commit()
 
-    async def _one(self, where: str, arg: object) -> User | None:
-        async with self._db.execute(f"SELECT {USER_COLUMNS} FROM user_basic WHERE {where} = ?", (arg,)) as cur:
-            return user_from_row(await cur.fetchone())  # type: ignore[arg-type]
-
-    async def get_by_id(self, user_id: int) -> User | None:
-        return await self._one("user_id", user_id)
-
-    async def get_by_mobile(self, mobile: str) -> User | None:
-        return await self._one("mobile", mobile)
-
-    async def get_by_account(self, account: str) -> User | None:
-        return await self._one("account", account)
+    async def _one(self, column: str, value: object) -> User | None:
+        with _unavailable_on_error():
+            async with self._db.execute(f"SELECT {USER_COLUMNS} FROM user_basic WHERE {column} = ?", (value,)) as cur:
+                return user_from_row(await cur.fetchone())  # type: ignore[arg-type]
 
     async def register(self, user_id: int, mobile: str) -> User:
+        with _unavailable_on_error():
+            await self._insert(user_id, mobile)
+        user = await self.get_by_mobile(mobile)
+        assert user is not None
+        return user
+
+    async def _insert(self, user_id: int, mobile: str) -> None:
         async with self._write:
             cur = await self._db.execute(
                 "INSERT OR IGNORE INTO user_basic (user_id, mobile, user_name, last_login, status)"
@@ -68,14 +82,12 @@ class SQLiteUserStore:
             if cur.rowcount == 1:
                 await self._db.execute("INSERT INTO user_profile (user_id) VALUES (?)", (user_id,))
             await self._db.commit()
-        user = await self.get_by_mobile(mobile)
-        assert user is not None
-        return user
 
     async def _update(self, sql: str, args: tuple[object, ...]) -> None:
-        async with self._write:
-            await self._db.execute(sql, args)
-            await self._db.commit()
+        with _unavailable_on_error():
+            async with self._write:
+                await self._db.execute(sql, args)
+                await self._db.commit()
 
     async def touch_logins(self, user_ids: Sequence[int]) -> None:
         marks = ", ".join("?" * len(user_ids))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import aiohttp
+import pytest
 import yaml
 
 from tests.factories import config_dict
@@ -40,6 +41,7 @@ def start(tmp_path: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[byt
     return stub, gateway, f"http://127.0.0.1:{port}"
 
 
+@pytest.mark.slow
 async def test_one_gigabyte_each_way_in_bounded_memory(tmp_path: Path) -> None:
     stub, gateway, url = start(tmp_path)
     try:

@@ -4,55 +4,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
-from tests.factories import config_dict
-from tests.servers import free_port, wait_for_port
-
-ROOT = Path(__file__).parents[2]
-
-
-class Running:
-    def __init__(self, tmp_path: Path, raw: dict[str, Any]) -> None:
-        self.path = tmp_path / "gateway.yaml"
-        self.port = raw["server"]["port"]
-        self.write(raw)
-        self.log = tmp_path / "gateway.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(self.path)], cwd=ROOT,
-                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-        wait_for_port(self.port)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def write(self, raw: dict[str, Any]) -> None:
-        self.path.write_text(yaml.safe_dump(raw))
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
-
-
-def gateway_raw(stub: str, tmp_path: Path, channels: str = "public", **server: Any) -> dict[str, Any]:
-    raw = config_dict(stub, database_url=f"sqlite:///{tmp_path}/gw.db")
-    raw["server"].update({"port": free_port(), "shutdown_timeout": "10s", **server})
-    raw["routes"] = [{"path": "/v1_0/channels", "upstream": "news", "auth": channels},
-                     {"path": "/_stub", "upstream": "news", "auth": "public"},
-                     {"path": "/", "upstream": "news", "auth": "required"}]
-    return raw
-
+from tests.processes import Running, gateway_raw
 
 async def status(session: aiohttp.ClientSession, url: str) -> int:
     async with session.get(url) as resp:

@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.servers import GatewayServer
 from gateway.stores.users import STATUS_DISABLED
-from tests.factories import MOBILE, bearer, config_dict, make_config
+from tests.factories import MOBILE, bearer, make_config
+from tests.processes import users_command, write_config
 from tests.servers import RedisProcess
 
 ROOT = Path(__file__).parents[2]
@@ -51,17 +48,6 @@ async def test_logout_needs_a_token(gateway: TestClient) -> None:
     for headers in ({}, {"Authorization": "Bearer junk"}):
         resp = await gateway.delete("/v1_0/authorizations", headers=headers)
         assert resp.status == 401 and await resp.json() == MUST_AUTHORIZE
-
-
-def users_command(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "users", *args, "--config", str(config)],
-                          capture_output=True, text=True, cwd=ROOT, env=os.environ, timeout=60)
-
-
-def write_config(tmp_path: Path, store_urls: dict[str, str]) -> Path:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config_dict(**store_urls)))
-    return path
 
 
 async def test_users_revoke_ends_every_session(make_gateway: Any, real_redis_url: str, tmp_path: Path,

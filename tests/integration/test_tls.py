@@ -18,7 +18,7 @@ from upstream_stub.app import RECEIVED
 from gateway.config import Config
 from tests.certs import Authority, Pem
 from tests.factories import MOBILE, make_config, make_token
-from tests.integration.test_running import Running, gateway_raw
+from tests.processes import Running, gateway_raw
 from tests.servers import GatewayServer
 
 Client = Callable[..., Awaitable[TestClient]]

@@ -60,3 +60,9 @@ def test_passive_ejection_and_return_after_cooldown() -> None:
     assert {balancer.pick().url for _ in range(4)} == {"http://t1"}
     clock[0] += 30
     assert {balancer.pick().url for _ in range(4)} == {"http://t0", "http://t1"}
+
+def test_every_balance_has_a_balancer() -> None:
+    from gateway.config.model import Balance
+    from gateway.proxy.balancer import BALANCERS
+
+    assert set(BALANCERS) == set(Balance)

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ids import EPOCH_MS, IdWorker, parts
+from gateway.ids import EPOCH_MS, IdWorker
+
+
+def parts(snowflake: int) -> tuple[int, int, int, int]:
+    """toutiao's layout: 41 bits of milliseconds since EPOCH_MS, 5 of datacenter, 5 of worker, 12 of sequence."""
+    return (snowflake >> 22) + EPOCH_MS, (snowflake >> 17) & 31, (snowflake >> 12) & 31, snowflake & 4095
 
 
 def test_layout() -> None:

@@ -6,11 +6,14 @@ async def test_memory_kv_expires_like_redis() -> None:
     kv = MemoryKV(clock=lambda: now[0])
     await kv.set("a", "1", ex=10)
     await kv.set("b", "2")
-    assert await kv.get("a") == "1" and await kv.ttl("a") == 10 and await kv.ttl("b") == -1
-    now[0] += 10
-    assert await kv.get("a") is None and await kv.ttl("a") == -2
-    assert await kv.getdel("b") == "2"
-    assert await kv.getdel("b") is None
+    now[0] += 9.9
+    assert await kv.get("a") == "1"
+    now[0] += 0.1
+    assert await kv.get("a") is None and await kv.get("b") == "2"  # "b" never expires
+    assert await kv.set("b", "x", nx=True) is None and await kv.get("b") == "2"
+    assert await kv.incr("n") == 1 and await kv.expire("n", 1) and not await kv.expire("missing", 1)
+    now[0] += 1
+    assert await kv.get("n") is None
     await kv.set("c", "3", ex=5)
     assert await kv.delete("c", "missing") == 1
 
