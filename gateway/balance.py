@@ -100,8 +100,9 @@ class WorkerTable:
         self._map.close()
 
 
-class BalancedListener:
-    """Accepts from the shared socket for one generation of a worker, as the table allows.
+class Listener:
+    """Accepts connections for one generation: from the process's own socket, or, with `table`, from the
+    socket the workers share, as the table allows.
 
     Every worker watching the socket is woken for each new connection. One that holds more than the least
     loaded live worker leaves the connection to that one, which was woken too and takes it within its next
@@ -111,8 +112,9 @@ class BalancedListener:
     looking again on a timer instead, libuv's timers being whole milliseconds, cost about a third of the
     requests of clients that open a connection per request, in a measurement on two workers.)"""
 
-    def __init__(self, sock: socket.socket, table: WorkerTable, protocol_factory: Callable[[], asyncio.Protocol],
-                 tls: ssl.SSLContext | None = None, handshake_timeout: float = 60.0) -> None:
+    def __init__(self, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol], *,
+                 table: WorkerTable | None = None, tls: ssl.SSLContext | None = None,
+                 handshake_timeout: float = 60.0) -> None:
         self._loop = asyncio.get_running_loop()
         self._sock = sock.dup()  # a generation's own: closing it leaves the shared socket open
         self._sock.setblocking(False)
@@ -139,6 +141,12 @@ class BalancedListener:
                 self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
 
+    async def settled(self) -> None:
+        """Once every connection taken has been set up (its TLS handshake done or failed), so that a
+        draining generation serves it rather than letting go of its stores first."""
+        while self._setting_up:
+            await asyncio.wait(list(self._setting_up))
+
     def _resume(self) -> None:
         self._retry = None
         if not self._closed:
@@ -146,7 +154,7 @@ class BalancedListener:
 
     def _leave_to_another(self) -> bool:
         """True while the connection waiting should be left to a less loaded worker."""
-        if self._table.may_accept():
+        if self._table is None or self._table.may_accept():
             return False
         now = self._loop.time()
         if now - self._left_last > LOOK_GAP:  # not looked at on the turn before: a connection newly waiting
@@ -168,7 +176,8 @@ class BalancedListener:
                 self._retry = self._loop.call_later(RETRY, self._resume)
                 return
             self._left_last = 0.0
-            self._table.opened()
+            if self._table is not None:
+                self._table.opened()
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = self._loop.create_task(self._serve(conn))
@@ -181,5 +190,6 @@ class BalancedListener:
                                                      ssl_handshake_timeout=self._handshake_timeout)
         except OSError as exc:  # the client went away, or its TLS handshake failed
             log.info("a connection closed before it was set up: %s", exc)
-            self._table.closed()  # the protocol never saw it: the count goes back down here
+            if self._table is not None:
+                self._table.closed()  # the protocol never saw it: the count goes back down here
             conn.close()

@@ -19,7 +19,7 @@ import socket
 from dataclasses import replace
 
 from .app import Gateway, open_gateway
-from .balance import BEAT, BalancedListener, WorkerTable
+from .balance import BEAT, Listener, WorkerTable
 from .config import Config, ConfigError, load_config
 from .http.protocol import Connections, HttpProtocol
 
@@ -48,8 +48,7 @@ class Generation:
         self._table = table  # one of several workers: connections are taken as the table allows
         self._resources = contextlib.AsyncExitStack()
         self._connections = Connections(on_close=table.closed if table is not None else None)
-        self._server: asyncio.AbstractServer | None = None
-        self._listener: BalancedListener | None = None
+        self._listener: Listener | None = None
         self.gateway: Gateway | None = None
 
     async def start(self, sock: socket.socket) -> None:
@@ -66,20 +65,20 @@ class Generation:
                                 keepalive_timeout=server.keepalive_timeout, client_timeout=server.client_timeout,
                                 log_access=server.access_log)
 
-        if self._table is not None:
-            self._listener = BalancedListener(sock, self._table, protocol, context, server.client_timeout)
-            self._listener.start()
-        else:
-            self._server = await asyncio.get_running_loop().create_server(
-                protocol, sock=sock.dup(), ssl=context, ssl_handshake_timeout=server.client_timeout if context else None)
+        self._listener = Listener(sock, protocol, table=self._table, tls=context,
+                                  handshake_timeout=server.client_timeout)
+        self._listener.start()
 
     async def stop(self) -> None:
         """Stop accepting, let the requests in flight finish (up to shutdown_timeout), then close the stores."""
-        if self._server is not None:
-            self._server.close()
+        timeout = self.config.server.shutdown_timeout
         if self._listener is not None:
             self._listener.close()
-        await self._connections.drain(self.config.server.shutdown_timeout)
+            try:  # a connection still in its TLS handshake is served too, not dropped
+                await asyncio.wait_for(self._listener.settled(), timeout)
+            except TimeoutError:
+                pass
+        await self._connections.drain(timeout)
         await self._resources.aclose()
 
 

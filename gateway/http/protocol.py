@@ -31,6 +31,7 @@ access_log = logging.getLogger("gateway.access")
 
 Handler = Callable[[Request, Reply], Awaitable[None]]
 LINGER = 2.0  # seconds to read and drop what a client still sends after its answer
+FIRST_REQUEST_GRACE = 1.0  # seconds a new connection has to send its first request once draining began
 MAX_FIELD = 16 * 1024  # one header field, or the request-target
 MAX_HEAD = 64 * 1024  # the whole head
 
@@ -113,6 +114,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: RequestBody | None = None  # the body being parsed
         self._queue: collections.deque[Request | GatewayError] = collections.deque()
         self._busy = False  # a request is being handled
+        self._started = 0  # requests begun on this connection
         # One task per connection serves its requests in turn (a task per request costs more than the
         # rest of the server's work for one): it waits on `_waiter` for the next when there is none.
         self._task: asyncio.Task[None] | None = None
@@ -338,6 +340,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- handling -----------------------------------------------------------------------------------
     def _start(self, request: Request) -> None:
         self._busy = True
+        self._started += 1
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(request)
@@ -505,12 +508,21 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def shutdown(self) -> None:
-        """Draining (`connections.closing` is set): close when idle, else after the answer under way."""
-        if not self._busy:  # requests queued behind none in flight were never begun: the client sends them again
-            if self._drain is not None:
-                self.abort()  # the client takes none of what was written: there is no closing cleanly
-            else:
-                self._close(lingering=False)
+        """Draining (`connections.closing` is set): close when idle, else after the answer under way. A
+        connection that has not sent its first request yet (it may be on its way) has FIRST_REQUEST_GRACE to
+        send it: a client retries a request on a kept-alive connection that closed, seldom on a new one."""
+        if self._busy:
+            return
+        if self._drain is not None:
+            self.abort()  # the client takes none of what was written: there is no closing cleanly
+        elif self._started == 0 and not self._queue:
+            self._loop.call_later(FIRST_REQUEST_GRACE, self._close_if_idle)
+        else:
+            self._close(lingering=False)  # requests queued behind none in flight: the client sends them again
+
+    def _close_if_idle(self) -> None:
+        if not self._busy and not self._queue:
+            self._close(lingering=False)
 
     def tunnel(self, received: Callable[[bytes], None], closed: Callable[[], None],
                paused: Callable[[bool], None]) -> bytes:

@@ -224,3 +224,22 @@ async def test_workers_share_connections_evenly(tmp_path: Path, stub: str, real_
             writer.close()
     finally:
         gateway.stop()
+
+
+async def test_a_new_connection_may_still_send_its_first_request_while_draining(tmp_path: Path, stub: str) -> None:
+    """Closing it at once would fail a request already on its way; an idle kept-alive one is closed at once."""
+    gateway = Running(tmp_path, gateway_raw(stub, tmp_path))
+    try:
+        used_reader, used_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        used_writer.write(b"GET /v1_0/channels HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await used_reader.readline()).startswith(b"HTTP/1.1 200")
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        await asyncio.sleep(0.3)  # accepted, and quiet
+        gateway.signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        writer.write(b"GET /v1_0/channels HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" in answer
+        assert await asyncio.to_thread(gateway.proc.wait, 20) == 0
+    finally:
+        gateway.stop()
