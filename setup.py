@@ -26,5 +26,5 @@ setup(
         "bench": ["matplotlib>=3.8", "Flask>=3.0", "Flask-RESTful>=0.3.10", "Flask-SQLAlchemy>=3.1",
                   "gunicorn>=22.0"],
     },
-    entry_points={"console_scripts": ["toutiao-gateway=gateway.__main__:main"]},
+    entry_points={"console_scripts": ["toutiao-gateway=gateway.cli.main:main"]},
 )

@@ -15,8 +15,6 @@ from typing import AsyncIterator
 
 import aiohttp
 
-from .auth.authenticate import Authenticator
-from .auth.handlers import AuthEndpoints
 from .auth.last_login import LastLogins
 from .auth.login import Logins
 from .auth.passwords import Passwords
@@ -26,26 +24,27 @@ from .auth.tokens import TokenService
 from .auth.user_status import UserStatusCache
 from .client_ip import ClientIp
 from .config import Config
-from .endpoints import OwnEndpoints
+from .endpoints.auth import AuthEndpoints
+from .endpoints.own import OwnEndpoints
 from .errors import BadRequest
-from .forward_auth import ForwardAuth
 from .http.reply import Reply
 from .http.request import Request
 from .ids import IdWorker
-from .pipeline import Pipeline
-from .proxy.forward import Forwarder
-from .proxy.health import HealthChecker
-from .proxy.headers import RequestIds
-from .proxy.route import Route, resolve_all
-from .ratelimit import RateLimits
 from .paths import normalize_path
-from .routing import RouteTable
+from .pipeline.authenticate import Authenticator
+from .pipeline.forward import Forwarder
+from .pipeline.forward_auth import ForwardAuth
+from .pipeline.match import Route, RouteTable, resolve_all
+from .pipeline.mutate import RequestIds
+from .pipeline.stages import Pipeline
+from .proxy.health import HealthChecker
+from .ratelimit import RateLimits
 from .stores.codes import CodeStore, MemoryCodeStore, RedisCodeStore
+from .stores.databases import open_user_store
 from .stores.failures import LoginFailures, MemoryFailures, RedisFailures
 from .stores.kv import KeyValue, MemoryKV, RedisKV, connect_redis
 from .stores.limits import Limiter, redis_storage
 from .stores.revocation import MemoryRevocations, RedisRevocations, Revocations
-from .stores.databases import open_user_store
 from .stores.users import UserStore
 
 log = logging.getLogger("gateway")

@@ -20,7 +20,7 @@ from yarl import URL
 
 from gateway.app import Gateway
 from gateway.config import Config
-from gateway.server import Generation, bind
+from gateway.server.serving import Generation, bind
 
 
 def free_port() -> int:

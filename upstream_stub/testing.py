@@ -9,7 +9,6 @@ import asyncio
 import gzip
 
 import aiohttp
-
 from aiohttp import web
 
 DOWNLOAD_GATE = web.AppKey("download_gate", asyncio.Event)

@@ -15,12 +15,12 @@ import math
 import time
 from typing import Any, Callable
 
+from ..claims import Claims
 from ..config import JwtConfig
 from ..errors import Forbidden, ServiceUnavailable
 from ..stores.kv import KeyValue
 from ..stores.revocation import Revocations
 from . import legacy
-from ..claims import Claims
 from .tokens import TokenService
 
 PENDING = "pending"

@@ -25,8 +25,8 @@ from typing import Any, Callable
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
-from ..config import JwtConfig, JwtKey
 from ..claims import Claims
+from ..config import JwtConfig, JwtKey
 from . import legacy
 
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")

@@ -11,8 +11,21 @@ from typing import Any, Mapping
 
 import yaml
 
-from .model import (Config, DatabaseConfig, IdsConfig, JwtConfig, JwtKey, LimitsConfig, RateLimit, RedisConfig,
-                    RevocationConfig, RouteConfig, ServerConfig, SmsConfig, UpstreamConfig)
+from .model import (
+    Config,
+    DatabaseConfig,
+    IdsConfig,
+    JwtConfig,
+    JwtKey,
+    LimitsConfig,
+    RateLimit,
+    RedisConfig,
+    RevocationConfig,
+    RouteConfig,
+    ServerConfig,
+    SmsConfig,
+    UpstreamConfig,
+)
 from .reader import Reader
 from .sections import read_config
 

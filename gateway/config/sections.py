@@ -7,9 +7,23 @@ from typing import Any, Mapping
 
 from ..paths import normalize_route_path
 from .jwtkeys import read_keys
-from .model import (AuthMode, Config, DatabaseConfig, IdsConfig, JwtConfig, LimitsConfig, Network, RedisConfig,
-                    RevocationConfig, RouteConfig, SentinelConfig, ServerConfig, SmsConfig, Timeouts,
-                    UpstreamConfig)
+from .model import (
+    AuthMode,
+    Config,
+    DatabaseConfig,
+    IdsConfig,
+    JwtConfig,
+    LimitsConfig,
+    Network,
+    RedisConfig,
+    RevocationConfig,
+    RouteConfig,
+    SentinelConfig,
+    ServerConfig,
+    SmsConfig,
+    Timeouts,
+    UpstreamConfig,
+)
 from .reader import Reader
 from .tls import server_tls
 from .upstreams import size, timeouts, upstreams_section

@@ -23,7 +23,6 @@ class Target:
         self._clock = clock
         self._failures = 0
         self._ejected_until = 0.0
-        self._current = 0  # smooth weighted round robin state
 
     def available(self) -> bool:
         return self.healthy and self._clock() >= self._ejected_until
@@ -57,6 +56,10 @@ class Balancer:
 class RoundRobin(Balancer):
     """nginx's smooth weighted round robin: weights 5,1,1 give a a b a c a a, not a a a a a b c."""
 
+    def __init__(self, targets: Sequence[Target]) -> None:
+        super().__init__(targets)
+        self._current = {target: 0 for target in self.targets}  # each target's running weight
+
     def pick(self, avoid: Collection[Target] = ()) -> Target | None:
         if len(self.targets) == 1:  # the common sidecar case, without building a list per request
             only = self.targets[0]
@@ -64,12 +67,13 @@ class RoundRobin(Balancer):
         candidates = self.candidates(avoid)
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
+        current = self._current
         total = 0
         for target in candidates:
-            target._current += target.weight
+            current[target] += target.weight
             total += target.weight
-        best = max(candidates, key=lambda t: t._current)
-        best._current -= total
+        best = max(candidates, key=current.__getitem__)
+        current[best] -= total
         return best
 
 

@@ -7,7 +7,7 @@ together), the response is parsed by llhttp, and its body is handed on with
 flow control: reading from the upstream pauses while the client is slow to
 take what was read.
 
-Errors, by what was sent (forward.py decides on retries from them):
+Errors, by what was sent (pipeline/forward.py decides on retries from them):
 
     UpstreamError
      ├── ConnectFailed       nothing was sent: refused, unreachable

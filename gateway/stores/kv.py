@@ -10,8 +10,8 @@ import time
 from typing import Any, Callable, Protocol
 
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import Sentinel
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from ..config.model import RedisConfig

@@ -16,7 +16,6 @@ import aiosqlite
 from . import StoreUnavailable, schema
 from .users import USER_COLUMNS, User, UserLookups, user_from_row, utcnow
 
-
 log = logging.getLogger("gateway.stores.users")
 
 

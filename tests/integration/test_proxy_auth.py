@@ -9,7 +9,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.factories import make_token
 from upstream_stub.app import RECEIVED
 
-
 pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 

@@ -15,7 +15,6 @@ from tests.servers import free_port
 from upstream_stub.app import RECEIVED
 from upstream_stub.testing import DOWNLOAD_GATE, GZIP_BODY, UPLOAD_FIRST_CHUNK
 
-
 pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 

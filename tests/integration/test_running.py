@@ -12,6 +12,7 @@ import pytest
 
 from tests.processes import Running, gateway_raw
 
+
 async def status(session: aiohttp.ClientSession, url: str) -> int:
     async with session.get(url) as resp:
         await resp.read()

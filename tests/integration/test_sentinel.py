@@ -13,7 +13,6 @@ from aiohttp.test_utils import TestServer
 from tests.factories import MOBILE, make_config
 from tests.servers import RedisProcess, SentinelProcess
 
-
 pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 

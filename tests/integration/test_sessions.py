@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.servers import GatewayServer
 from gateway.stores.users import STATUS_DISABLED
 from tests.factories import MOBILE, bearer, make_config
 from tests.processes import users_command, write_config
-from tests.servers import RedisProcess
+from tests.servers import GatewayServer, RedisProcess
 
 ROOT = Path(__file__).parents[2]
 WRONG_REFRESH = {"message": "Wrong refresh token."}

@@ -14,12 +14,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import upstream_stub
-from upstream_stub.app import RECEIVED
 from gateway.config import Config
 from tests.certs import Authority, Pem
 from tests.factories import MOBILE, make_config, make_token
 from tests.processes import Running, gateway_raw
 from tests.servers import GatewayServer
+from upstream_stub.app import RECEIVED
 
 Client = Callable[..., Awaitable[TestClient]]
 pytestmark = pytest.mark.stores("embedded")  # TLS is the same whatever the stores

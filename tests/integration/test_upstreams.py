@@ -17,7 +17,6 @@ from tests.servers import free_port
 from upstream_stub.app import RECEIVED
 from upstream_stub.testing import HEALTHY
 
-
 pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.proxy.headers import RequestIds, client_response_fields, upstream_request_fields
+from gateway.pipeline.mutate import RequestIds, client_response_fields, upstream_request_fields
 
 
 def as_text(lines: bytes) -> CIMultiDict[str]:

@@ -12,15 +12,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[2] / "gateway"
 
 LAYERS: list[tuple[str, ...]] = [
-    # values and the HTTP server's own parts: no gateway policy
-    ("gateway.errors", "gateway.durations", "gateway.ids", "gateway.paths", "gateway.claims", "gateway.balance",
-     "gateway.http"),
+    # values, and the HTTP server's own parts: no gateway policy
+    ("gateway.errors", "gateway.durations", "gateway.ids", "gateway.paths", "gateway.claims", "gateway.http"),
     ("gateway.config",),  # gateway.yaml as typed, frozen objects
-    ("gateway.stores", "gateway.routing", "gateway.client_ip", "gateway.ratelimit"),  # state, and the match stage
-    ("gateway.auth", "gateway.proxy"),  # the stages: authenticate and authorize; mutate and forward
-    ("gateway.pipeline", "gateway.forward_auth", "gateway.endpoints"),  # the stages in order
+    ("gateway.stores", "gateway.client_ip", "gateway.ratelimit"),  # state, and who the client is
+    ("gateway.auth", "gateway.proxy"),  # tokens, logins, sessions; the upstream side: transport, balancer, health
+    ("gateway.pipeline", "gateway.endpoints"),  # the request's way through the stages; what the gateway answers
     ("gateway.app",),  # builds every stage and store, and hands them to each other
-    ("gateway.server", "gateway.supervisor", "gateway.users_cli", "gateway.__main__", "gateway"),  # processes
+    ("gateway.server", "gateway.cli", "gateway.__main__", "gateway"),  # processes and commands
 ]
 
 
@@ -97,7 +96,8 @@ def test_no_module_imports_itself_through_others() -> None:
 
 def test_the_check_sees_an_upward_import_and_a_cycle() -> None:
     """The walk itself: a store importing a stage would be caught, and so would a pair importing each other."""
-    assert layer("gateway.stores.codes") < layer("gateway.auth.login")
+    assert layer("gateway.stores.codes") < layer("gateway.auth.login") < layer("gateway.pipeline.stages")
     edges = graph()
     assert "gateway.stores.codes" in edges["gateway.auth.login"]  # imports are read, relative ones included
     assert "gateway.http.reply" in edges["gateway.http.protocol"]
+    assert "gateway.server.listener" in edges["gateway.cli.main"]  # and those inside functions

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from gateway.config import parse_config
-from gateway.proxy.route import resolve_all
+from gateway.pipeline.match import resolve_all
 from gateway.proxy.upstream import Upstream
 from tests.factories import config_dict
 

@@ -7,7 +7,7 @@ import pytest
 from gateway.config import RouteConfig
 from gateway.errors import BadRequest
 from gateway.paths import _NORMAL, BadPath, _normalize, normalize_path, normalize_route_path
-from gateway.routing import RouteTable
+from gateway.pipeline.match import RouteTable
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The workers' table (balance.py): who may take the next connection."""
+"""The workers' table (server/listener.py): who may take the next connection."""
 from __future__ import annotations
 
 import os
@@ -6,8 +6,8 @@ from typing import Iterator
 
 import pytest
 
-from gateway import balance
-from gateway.balance import WorkerTable
+from gateway.server.listener import WorkerTable
+from gateway.server import listener as balance
 
 
 @pytest.fixture

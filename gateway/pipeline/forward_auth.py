@@ -10,12 +10,12 @@ Only peers in `server.trusted_proxies` may ask.
 """
 from __future__ import annotations
 
-from .client_ip import ClientIp
-from .errors import Forbidden
-from .http.request import Request
-from .http.response import Response
-from .pipeline import Pipeline
-from .paths import normalize_path
+from ..client_ip import ClientIp
+from ..errors import Forbidden
+from ..http.request import Request
+from ..http.response import Response
+from ..paths import normalize_path
+from .stages import Pipeline
 
 PREFIX = "/_gateway/auth"
 

@@ -1,7 +1,7 @@
-"""The forward stage: pooled upstream connections (transport.py), bodies streamed both ways.
+"""The forward stage: pooled upstream connections (proxy/transport.py), bodies streamed both ways.
 
 `Forwarder.forward` is the one interface the pipeline uses. It picks a target
-(balancer.py), sends the request, and relays the answer as it arrives.
+(proxy/balancer.py), sends the request, and relays the answer as it arrives.
 Upstream redirects are passed back and compressed bodies pass untouched.
 The request's framing is the gateway's: a canonical `Content-Length`, or
 chunked when the client's length is unknown.
@@ -24,14 +24,21 @@ from ..errors import PayloadTooLarge
 from ..http.body import BodyIncomplete, RequestBody
 from ..http.reply import Reply
 from ..http.request import Request
-from .balancer import Target
-from .headers import client_response_fields
-from .route import Route
-from .transport import (
-    ConnectFailed, ConnectTimeout, Connection, Disconnected, Pool, QueueTimeout, ReadTimeout, ResponseHead,
+from ..proxy.balancer import Target
+from ..proxy.transport import (
+    ConnectFailed,
+    Connection,
+    ConnectTimeout,
+    Disconnected,
+    Pool,
+    QueueTimeout,
+    ReadTimeout,
+    ResponseHead,
     UpstreamError,
 )
-from .upstream import Upstream
+from ..proxy.upstream import Upstream
+from .match import Route
+from .mutate import client_response_fields
 
 log = logging.getLogger("gateway.proxy")
 SMALL_BODY = 64 * 1024  # a body of known length up to this size is read first and sent with the head

@@ -18,8 +18,8 @@ import httptools
 
 from ..http.reply import ClientGone, Reply
 from ..http.request import Request
-from .headers import RESPONSE_DROP_RAW, RawFields
-from .route import Route
+from .match import Route
+from .mutate import RESPONSE_DROP_RAW, RawFields
 
 log = logging.getLogger("gateway.proxy.websocket")
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from .auth.handlers import AuthEndpoints
-from .errors import MethodNotAllowed
-from .forward_auth import PREFIX as FORWARD_AUTH, ForwardAuth
-from .http.request import Request
-from .http.response import Response
+from ..errors import MethodNotAllowed
+from ..http.request import Request
+from ..http.response import Response
+from ..pipeline.forward_auth import PREFIX as FORWARD_AUTH
+from ..pipeline.forward_auth import ForwardAuth
+from .auth import AuthEndpoints
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 SMS_CODES = "/v1_0/sms/codes/"

@@ -9,14 +9,14 @@ import getpass
 import sys
 from typing import Awaitable, Callable, TextIO
 
-from .auth.mobile import normalize_mobile
-from .auth.passwords import MAX_PASSWORD_BYTES, Passwords
-from .config import Config
-from .errors import ServiceUnavailable
-from .stores.kv import connect_redis
-from .stores.revocation import RedisRevocations
-from .stores.databases import open_user_store
-from .stores.users import STATUS_DISABLED, STATUS_ENABLED, User, UserStore
+from ..auth.mobile import normalize_mobile
+from ..auth.passwords import MAX_PASSWORD_BYTES, Passwords
+from ..config import Config
+from ..errors import ServiceUnavailable
+from ..stores.databases import open_user_store
+from ..stores.kv import connect_redis
+from ..stores.revocation import RedisRevocations
+from ..stores.users import STATUS_DISABLED, STATUS_ENABLED, User, UserStore
 
 MIN_PASSWORD_LENGTH = 8  # NIST SP 800-63B §5.1.1.2
 

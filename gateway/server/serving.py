@@ -18,10 +18,10 @@ import signal
 import socket
 from dataclasses import replace
 
-from .app import Gateway, open_gateway
-from .balance import BEAT, Listener, WorkerTable
-from .config import Config, ConfigError, load_config
-from .http.protocol import Connections, HttpProtocol
+from ..app import Gateway, open_gateway
+from ..config import Config, ConfigError, load_config
+from ..http.protocol import Connections, HttpProtocol
+from .listener import BEAT, Listener, WorkerTable
 
 log = logging.getLogger("gateway.server")
 

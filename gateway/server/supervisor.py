@@ -1,7 +1,7 @@
 """`server.workers: N`: N worker processes on one listening socket, kept alive.
 
 The supervisor runs no app itself. It makes the listening socket and the
-workers' table (balance.py), starts the workers with both, restarts one that
+workers' table (listener.py), starts the workers with both, restarts one that
 dies, passes SIGHUP (reload) and SIGTERM (drain and stop) on to all of them,
 and exits when they have stopped. Connections that arrive while a worker
 restarts wait in the shared queue for the others.
@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 
-from .balance import WorkerTable
-from .config import Config
-from .server import bind
+from ..config import Config
+from .listener import WorkerTable
+from .serving import bind
 
 log = logging.getLogger("gateway.supervisor")
 RESTART_DELAY = 1.0

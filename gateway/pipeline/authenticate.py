@@ -8,12 +8,12 @@ request body. Revocation is a local look-up; user status is cached.
 """
 from __future__ import annotations
 
+from ..auth.tokens import InvalidToken, TokenService, bearer_token
+from ..auth.user_status import UserStatusCache
+from ..claims import Claims
 from ..errors import Forbidden, Unauthorized
 from ..stores import StoreUnavailable
 from ..stores.revocation import Revocations
-from ..claims import Claims
-from .tokens import InvalidToken, TokenService, bearer_token
-from .user_status import UserStatusCache
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="toutiao-gateway"'}
 _INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="toutiao-gateway", error="invalid_token"'}

@@ -7,22 +7,22 @@ import secrets
 from typing import Any, Callable
 from urllib.parse import unquote
 
+from ..auth.login import Logins
+from ..auth.mobile import normalize_mobile
+from ..auth.passwords import MAX_PASSWORD_BYTES
+from ..auth.sessions import Sessions, wrong_refresh_token
+from ..auth.sms import SmsSender
+from ..auth.tokens import TokenService
+from ..claims import Claims
 from ..client_ip import ClientIp
 from ..config import Config
 from ..errors import BadRequest, Forbidden
 from ..http.request import Request
 from ..http.response import Response, json_response
+from ..pipeline.authenticate import Authenticator, must_authorize
 from ..ratelimit import RateLimits
 from ..stores.codes import CodeStore
 from ..stores.users import UserStore
-from .authenticate import Authenticator, must_authorize
-from .login import Logins
-from .mobile import normalize_mobile
-from .passwords import MAX_PASSWORD_BYTES
-from .sessions import Sessions, wrong_refresh_token
-from .sms import SmsSender
-from ..claims import Claims
-from .tokens import TokenService
 
 CODE = re.compile(r"\d{6}")
 MAX_JSON_BODY = 16 * 1024

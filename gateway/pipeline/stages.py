@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .auth.authenticate import Authenticator
-from .client_ip import ClientIp
-from .errors import NotFound, PayloadTooLarge
-from .http.reply import Reply
-from .http.request import Request
-from .proxy.forward import Forwarder
-from .proxy.headers import RequestIds, upstream_request_fields
-from .proxy.route import Route
-from .proxy.websocket import is_upgrade, relay_websocket
-from .ratelimit import RateLimits
-from .routing import RouteTable
+from ..client_ip import ClientIp
+from ..errors import NotFound, PayloadTooLarge
+from ..http.reply import Reply
+from ..http.request import Request
+from ..ratelimit import RateLimits
+from .authenticate import Authenticator
+from .forward import Forwarder
+from .match import Route, RouteTable
+from .mutate import RequestIds, upstream_request_fields
+from .websocket import is_upgrade, relay_websocket
 
 
 class Admission(NamedTuple):

@@ -11,7 +11,6 @@ import os
 import re
 from typing import Iterable
 
-
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "transfer-encoding", "upgrade",

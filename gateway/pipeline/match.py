@@ -1,17 +1,44 @@
-"""A route with everything about it worked out once, when the configuration is loaded.
+"""The match stage: the route for a normalized path (paths.py makes it so).
 
-The pipeline reads what it needs per request from this one frozen object: the
-auth mode of each method, the upstream, the timeouts, the body limit and the
-retry policy, the route's own settings over the upstream's.
+A `Route` has everything about it worked out once, when the configuration is
+loaded: the auth mode of each method, the upstream, the timeouts, the body
+limit and the retry policy, the route's own settings over the upstream's.
+The stages read what they need per request from this one frozen object.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Generic, Iterable, Mapping, Protocol, TypeVar
 
 from ..config import RateLimit, RouteConfig
 from ..config.model import Timeouts
-from .upstream import Upstream
+from ..proxy.upstream import Upstream
+
+
+class _HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+R = TypeVar("R", bound=_HasPath)
+
+
+class RouteTable(Generic[R]):
+    """Longest whole-segment prefix wins: /v1_0/articles matches /v1_0/articles/1, not /v1_0/articlesX."""
+
+    def __init__(self, routes: Iterable[R]) -> None:
+        self._by_path = {route.path: route for route in routes}
+
+    def match(self, path: str) -> R | None:
+        by_path = self._by_path
+        candidate = path.rstrip("/") or "/"
+        while True:
+            route = by_path.get(candidate)
+            if route is not None:
+                return route
+            if candidate == "/":
+                return None
+            candidate = candidate[:candidate.rfind("/")] or "/"
 
 
 @dataclass(frozen=True, slots=True)

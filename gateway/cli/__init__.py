@@ -1,0 +1,1 @@
+"""The command line: run, check-config, migrate, users (main.py, users.py)."""

@@ -1,0 +1,125 @@
+"""Command line: run (the default), check-config, migrate, users."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+from ..config import Config, ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, dev=getattr(args, "dev", False))
+    except ConfigError as exc:
+        _print_problems(args.config, exc)
+        return EXIT_CONFIG
+    command = args.command or "run"
+    if command == "check-config":
+        print(f"{args.config}: ok ({len(config.routes)} routes, {len(config.upstreams)} upstreams)")
+        for warning in config.warnings:
+            print(f"  warning: {warning}")
+        return 0
+    if command == "migrate":
+        return asyncio.run(_migrate(config))
+    if command == "users":
+        from .users import run_users_command
+
+        return asyncio.run(run_users_command(config, args.action, args.user))
+    return _run(config, dev=args.dev, worker=getattr(args, "worker", None), listen_fd=getattr(args, "listen_fd", None),
+                table_fd=getattr(args, "table_fd", None))
+
+
+def _print_problems(source: str, exc: ConfigError) -> None:
+    print(f"{source}: configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    default_config = os.environ.get("GATEWAY_CONFIG", "gateway.yaml")
+    parser = argparse.ArgumentParser(prog="toutiao-gateway", description="Authentication gateway for toutiao.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="path to gateway.yaml (env GATEWAY_CONFIG)")
+    parser.add_argument("--config", default=default_config, help="path to gateway.yaml (env GATEWAY_CONFIG)")
+    parser.add_argument("--dev", action="store_true",
+                        help="development mode: make up a random JWT secret when none is configured")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", parents=[common], help="serve (the default)")
+    run.add_argument("--dev", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    # set by the supervisor for its workers: their index, the shared listening socket and the workers' table
+    run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--table-fd", type=int, default=None, help=argparse.SUPPRESS)
+    sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
+    sub.add_parser("migrate", parents=[common], help="create the user tables (idempotent)")
+    users = sub.add_parser("users", parents=[common], help="set-password, revoke, disable or enable a user")
+    users.add_argument("action", choices=["set-password", "revoke", "disable", "enable"])
+    users.add_argument("user", metavar="USER", help="a mobile, an account or a user id")
+    return parser
+
+
+def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None = None,
+         table_fd: int | None = None) -> int:
+    logging.basicConfig(level=config.server.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("gateway")
+    if config.jwt.generated and not worker:
+        log.warning("=" * 72)
+        log.warning("DEVELOPMENT MODE: jwt.secret was not set, so a random one was made up.")
+        log.warning("Tokens issued now will NOT survive a restart. Never run like this in production.")
+        log.warning("=" * 72)
+    if worker is None:  # the supervisor, or the one process: once, not once per worker
+        for warning in config.warnings:
+            log.warning("%s", warning)
+    workers = config.server.workers
+    if workers > 1 and worker is None:
+        from ..server.supervisor import Supervisor
+
+        return Supervisor(config, dev=dev).run()
+    from ..server.listener import WorkerTable
+    from ..server.serving import Server, bind, with_worker_id
+
+    if listen_fd is not None and table_fd is not None and worker is not None:  # a worker of the supervisor
+        sock = socket.socket(fileno=listen_fd)
+        table: WorkerTable | None = WorkerTable(table_fd, worker)
+    else:
+        sock, table = bind(config.server.host, config.server.port), None
+    server = Server(with_worker_id(config, worker or 0), dev=dev, worker=worker or 0, table=table)
+    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+        try:
+            runner.run(server.run(sock))
+        except ConfigError as exc:  # a file read at start (a certificate) changed since it was checked
+            _print_problems(config.source, exc)
+            return EXIT_CONFIG
+    return 0
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # uvloop does not build everywhere; the stdlib loop is correct, only slower
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def _migrate(config: Config) -> int:
+    from ..errors import ServiceUnavailable
+    from ..stores.databases import open_user_store
+
+    try:
+        users = await open_user_store(config.database.url, 1)
+        try:
+            await users.migrate()
+        finally:
+            await users.close()
+    except (ServiceUnavailable, OSError) as exc:
+        print(f"migrate: database unavailable: {exc}", file=sys.stderr)
+        return 1
+    print("migrate: user_basic and user_profile are in place")
+    return 0
