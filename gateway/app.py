@@ -92,10 +92,23 @@ class _KeyValueStores:
     revocations: Revocations
 
 
+class EmbeddedStores:
+    """The state of `redis.url: memory://`, made once per process and kept across reloads: a reload must
+    not forget a logout, a code sent, a limit's count or a spent refresh token."""
+
+    def __init__(self, max_ttl: float) -> None:
+        self.kv = MemoryKV()
+        self.failures = MemoryFailures()
+        self.codes = MemoryCodeStore(self.failures)
+        self.limiter = Limiter()
+        self.revocations = MemoryRevocations(max_ttl)
+
+
 @contextlib.asynccontextmanager
-async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
+async def open_gateway(config: Config, embedded: EmbeddedStores | None = None) -> AsyncIterator[Gateway]:
+    """`embedded`: the process's memory:// state, when the configuration uses it (a new one otherwise)."""
     async with contextlib.AsyncExitStack() as stack:
-        stores = await stack.enter_async_context(_key_value_stores(config))
+        stores = await stack.enter_async_context(_key_value_stores(config, embedded))
         users = await stack.enter_async_context(_user_store(config))
         last_logins = await stack.enter_async_context(_last_logins(users))
         forwarder, routes = await stack.enter_async_context(_upstreams(config))
@@ -104,6 +117,7 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         client_ip = ClientIp(config.server.trusted_proxies)
         status = UserStatusCache(users, config.revocation.user_status_cache_ttl)
         stores.revocations.on_status_change(status)
+        stack.callback(stores.revocations.off_status_change, status)  # the store may outlive this generation
         authenticator = Authenticator(tokens, stores.revocations, status,
                                       fail_open=config.revocation.on_redis_down == "allow")
         logins = Logins(users, stores.codes, Passwords(), stores.limits, stores.failures, last_logins, ids, config.sms,
@@ -118,13 +132,14 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
 
 
 @contextlib.asynccontextmanager
-async def _key_value_stores(config: Config) -> AsyncIterator[_KeyValueStores]:
+async def _key_value_stores(config: Config, embedded: EmbeddedStores | None) -> AsyncIterator[_KeyValueStores]:
     max_ttl = config.jwt.refresh_ttl
-    failures = MemoryFailures()
     if config.redis.embedded:
-        yield _KeyValueStores(MemoryKV(), MemoryCodeStore(failures), RateLimits(Limiter(), config.limits), failures,
-                              MemoryRevocations(max_ttl))
+        kept = embedded or EmbeddedStores(max_ttl)
+        yield _KeyValueStores(kept.kv, kept.codes, RateLimits(kept.limiter, config.limits), kept.failures,
+                              kept.revocations)
         return
+    failures = MemoryFailures()
     primary, replica = connect_redis(config.redis)
     revocations = RedisRevocations(primary, max_ttl)
     listener = asyncio.create_task(revocations.listen())

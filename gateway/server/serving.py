@@ -18,7 +18,7 @@ import signal
 import socket
 from dataclasses import replace
 
-from ..app import Gateway, open_gateway
+from ..app import EmbeddedStores, Gateway, open_gateway
 from ..config import Config, ConfigError, load_config
 from ..http.protocol import Connections, HttpProtocol
 from .listener import BEAT, Listener, WorkerTable
@@ -43,9 +43,11 @@ def _listening(sock: socket.socket) -> bool:
 class Generation:
     """One configuration, serving."""
 
-    def __init__(self, config: Config, table: WorkerTable | None = None) -> None:
+    def __init__(self, config: Config, table: WorkerTable | None = None, embedded: EmbeddedStores | None = None
+                 ) -> None:
         self.config = config
         self._table = table  # one of several workers: connections are taken as the table allows
+        self._embedded = embedded  # the process's memory:// state, which outlives a generation
         self._resources = contextlib.AsyncExitStack()
         self._connections = Connections(on_close=table.closed if table is not None else None)
         self._listener: Listener | None = None
@@ -53,7 +55,7 @@ class Generation:
 
     async def start(self, sock: socket.socket) -> None:
         # the gateway's start-up: stores, pools, the revocation list
-        self.gateway = gateway = await self._resources.enter_async_context(open_gateway(self.config))
+        self.gateway = gateway = await self._resources.enter_async_context(open_gateway(self.config, self._embedded))
         if not _listening(sock):
             sock.listen(1024)
         connections, server = self._connections, self.config.server
@@ -89,12 +91,13 @@ class Server:
         self.dev = dev
         self.worker = worker
         self._table = table
+        self._embedded = EmbeddedStores(config.jwt.refresh_ttl)
         self._stopped = asyncio.Event()
         self._reloading = asyncio.Lock()
 
     async def run(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        current = Generation(self.config, self._table)
+        current = Generation(self.config, self._table, self._embedded)
         await current.start(sock)
         beating = asyncio.create_task(self._beat()) if self._table is not None else None
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload(sock)))
@@ -126,7 +129,7 @@ class Server:
             if not self.worker:
                 for warning in config.warnings:
                     log.warning("%s", warning)
-            fresh = Generation(config, self._table)
+            fresh = Generation(config, self._table, self._embedded)
             try:
                 await fresh.start(sock)
             except ConfigError as exc:  # a file read at start (a certificate) changed since it was checked

@@ -46,6 +46,7 @@ class Revocations(Protocol):
 
     def is_revoked(self, claims: Claims) -> bool: ...
     def on_status_change(self, listener: StatusListener) -> None: ...
+    def off_status_change(self, listener: StatusListener) -> None: ...
     async def revoke_sessions(self, *sids: str) -> None: ...
     async def revoke_user(self, user_id: int) -> None:
         """Every token of the user issued until now."""
@@ -119,6 +120,10 @@ class _Listeners:
     def add(self, listener: StatusListener) -> None:
         self._listeners.append(listener)
 
+    def remove(self, listener: StatusListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def forget(self, user_id: int) -> None:
         for listener in self._listeners:
             listener.forget(user_id)
@@ -144,6 +149,9 @@ class MemoryRevocations:
 
     def on_status_change(self, listener: StatusListener) -> None:
         self._listeners.add(listener)
+
+    def off_status_change(self, listener: StatusListener) -> None:
+        self._listeners.remove(listener)
 
     async def revoke_sessions(self, *sids: str) -> None:
         for entry in _session_entries(sids, self._clock() + self._max_ttl):
@@ -177,6 +185,9 @@ class RedisRevocations:
 
     def on_status_change(self, listener: StatusListener) -> None:
         self._listeners.add(listener)
+
+    def off_status_change(self, listener: StatusListener) -> None:
+        self._listeners.remove(listener)
 
     async def wait_until_fresh(self, timeout: float) -> bool:
         try:

@@ -244,3 +244,46 @@ async def test_a_new_connection_may_still_send_its_first_request_while_draining(
         assert await asyncio.to_thread(gateway.proc.wait, 20) == 0
     finally:
         gateway.stop()
+
+
+async def test_a_reload_keeps_the_embedded_stores(tmp_path: Path, stub: str) -> None:
+    """memory:// lives in the process, not in one configuration: a logout, a code sent and a spent refresh
+    token are still known after SIGHUP."""
+    import re
+
+    raw = gateway_raw(stub, tmp_path)
+    raw["jwt"]["rotate_refresh_tokens"] = True
+    gateway = Running(tmp_path, raw)
+    mobile, other = "13911112222", "13911113333"
+
+    def code_for(number: str) -> str:
+        return re.findall(rf"code for {number} is (\d{{6}})", gateway.log.read_text())[-1]
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            for number in (mobile, other):
+                assert await status(session, f"{gateway.url}/v1_0/sms/codes/{number}") == 200
+            async with session.post(f"{gateway.url}/v1_0/authorizations",
+                                    json={"mobile": mobile, "code": code_for(mobile)}) as resp:
+                assert resp.status == 201
+                tokens = await resp.json()
+            bearer = {"Authorization": f"Bearer {tokens['token']}"}
+            refresh = {"Authorization": f"Bearer {tokens['refresh_token']}"}
+            async with session.put(f"{gateway.url}/v1_0/authorizations", headers=refresh) as resp:
+                assert resp.status == 201  # the refresh token is now spent (rotation)
+            async with session.delete(f"{gateway.url}/v1_0/authorizations", headers=bearer) as resp:
+                assert resp.status == 204
+            gateway.write(raw | {"routes": [*raw["routes"][:1], {"path": "/_stub", "upstream": "news",
+                                                                  "auth": "public"}, raw["routes"][2]]})
+            gateway.signal(signal.SIGHUP)
+            await asyncio.sleep(1.5)
+            assert "reloaded" in gateway.log.read_text()
+            async with session.get(f"{gateway.url}/v1_0/echo/x", headers=bearer) as resp:
+                assert resp.status == 401  # logged out before the reload: still out
+            async with session.put(f"{gateway.url}/v1_0/authorizations", headers=refresh) as resp:
+                assert resp.status == 403
+            async with session.post(f"{gateway.url}/v1_0/authorizations",
+                                    json={"mobile": other, "code": code_for(other)}) as resp:
+                assert resp.status == 201  # the code sent before the reload still works
+    finally:
+        gateway.stop()
