@@ -55,7 +55,7 @@ class Gateway:
                  ids: IdWorker, authenticator: Authenticator) -> None:
         self._own = own
         self._pipeline = pipeline
-        # for the operator's commands and the tests
+        # for the tests, which reach the stores and the token service of a gateway they started
         self.users = users
         self.tokens = tokens
         self.ids = ids

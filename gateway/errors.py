@@ -117,11 +117,3 @@ class NoHealthyUpstream(ServiceUnavailable):
 class GatewayTimeout(GatewayError):
     status = 504
     message = "Gateway timeout."
-
-
-BY_STATUS: dict[int, type[GatewayError]] = {
-    cls.status: cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, RequestTimeout, PayloadTooLarge, UriTooLong,
-                ExpectationFailed, HeadersTooLarge,
-                InternalError, BadGateway, ServiceUnavailable, GatewayTimeout)
-}

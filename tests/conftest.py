@@ -17,7 +17,7 @@ import upstream_stub
 from gateway.config import Config
 from gateway.stores import schema
 from tests.factories import MOBILE, make_config
-from tests.servers import GatewayServer, MariaDBProcess, RedisProcess, free_port, wait_for_port
+from tests.servers import GatewayServer, MariaDBProcess, RedisProcess, Stub, free_port, wait_for_port
 
 MYSQL_DATABASE = "toutiao_test"
 
@@ -106,6 +106,17 @@ def store_urls(store_kind: str, request: pytest.FixtureRequest, tmp_path: Any) -
         "redis_url": request.getfixturevalue("real_redis_url"),
         "database_url": request.getfixturevalue("real_mysql_url"),
     }
+
+
+@pytest.fixture
+async def stubs() -> Any:
+    """Three upstream_stub servers in this process, each on a port of its own, that a test can stop and start."""
+    made = [Stub() for _ in range(3)]
+    for stub in made:
+        await stub.start()
+    yield made
+    for stub in made:
+        await stub.stop()
 
 
 @pytest.fixture

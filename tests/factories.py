@@ -145,3 +145,13 @@ def pem_keys(folder: Any) -> dict[str, Any]:
                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
         out[alg] = (str(private), str(public), key)
     return out
+
+
+async def gateway_for(make_gateway: Any, targets: list[Any], routes: list[dict[str, Any]] | None = None,
+                      **news: Any) -> Any:
+    """A gateway (through the make_gateway fixture) whose upstream `news` has these targets."""
+    raw = config_dict()
+    raw["upstreams"] = {"news": {"targets": targets, "timeouts": {"connect": "1s", "read": "5s"}, **news}}
+    if routes is not None:
+        raw["routes"] = routes
+    return await make_gateway(parse_config(raw, env={}))

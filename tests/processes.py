@@ -52,12 +52,34 @@ def gateway_raw(stub: str, tmp_path: Path, channels: str = "public", **server: A
     return raw
 
 
-def users_command(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def users_command(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m gateway users ...`, as an operator types it (`stdin`: what it reads, a password say)."""
     return subprocess.run([sys.executable, "-m", "gateway", "users", *args, "--config", str(config)],
-                          capture_output=True, text=True, cwd=ROOT, env=os.environ, timeout=60)
+                          input=stdin, capture_output=True, text=True, cwd=ROOT, env=os.environ, timeout=60)
 
 
 def write_config(tmp_path: Path, store_urls: dict[str, str]) -> Path:
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config_dict(**store_urls)))
     return path
+
+
+async def set_account(database_url: str, user_id: int, account: str) -> None:
+    if database_url.startswith("sqlite"):
+        import aiosqlite
+
+        from gateway.stores.users_sqlite import sqlite_path
+
+        async with aiosqlite.connect(sqlite_path(database_url)) as db:
+            await db.execute("UPDATE user_basic SET account = ? WHERE user_id = ?", (account, user_id))
+            await db.commit()
+        return
+    import pymysql
+    from yarl import URL
+
+    url = URL(database_url)
+    conn = pymysql.connect(host=url.host, port=url.port, user=url.user, database=url.path.lstrip("/"),
+                           autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE user_basic SET account = %s WHERE user_id = %s", (account, user_id))
+    conn.close()

@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import BaseTestServer
 from aiohttp.web_runner import BaseRunner
 from yarl import URL
 
+import upstream_stub
 from gateway.app import Gateway
 from gateway.config import Config
 from gateway.server.serving import Generation, bind
+from upstream_stub.app import RECEIVED
 
 
 def free_port() -> int:
@@ -199,3 +202,30 @@ class GatewayServer(BaseTestServer):
         if self._generation is not None and not self._closed:
             await self._generation.stop()
             self._closed = True
+
+
+class Stub:
+    """An upstream_stub on a fixed port that a test can stop and start again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.app = upstream_stub.create_app()
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def received(self) -> list[Any]:
+        return self.app[RECEIVED]
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None

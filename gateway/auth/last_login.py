@@ -39,6 +39,6 @@ class LastLogins:
             batch = noted[start:start + BATCH]
             try:
                 await self._users.touch_logins(batch)
-            except Exception as exc:  # the store's driver errors: kept for the next tick
+            except Exception as exc:  # StoreUnavailable, or anything else: kept for the next tick
                 log.warning("last_login of %d users not written yet: %s", len(batch), type(exc).__name__)
                 self._noted.update(batch)

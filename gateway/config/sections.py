@@ -257,7 +257,7 @@ def auth(reader: Reader, raw: Any, where: str) -> Mapping[str, AuthMode]:
         key = str(method).upper()
         if key != "*" and not re.fullmatch(r"[A-Z]+", key):
             reader.problem(f"{where}.{method}", "is not an HTTP method")
-        if mode not in set(AuthMode):
+        if not isinstance(mode, str) or mode not in tuple(AuthMode):
             reader.problem(f"{where}.{method}", f"must be one of {choices}, got {mode!r}")
             mode = AuthMode.REQUIRED
         modes[key] = AuthMode(mode)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..auth.tokens import InvalidToken, TokenService, bearer_token
 from ..auth.user_status import UserStatusCache
 from ..claims import Claims
+from ..config.model import AuthMode
 from ..errors import Forbidden, Unauthorized
 from ..stores import StoreUnavailable
 from ..stores.revocation import Revocations
@@ -24,8 +25,8 @@ def must_authorize() -> Unauthorized:
     return Unauthorized(headers=_CHALLENGE)
 
 
-def _invalid(mode: str) -> Unauthorized:
-    message = "Token has some errors." if mode == "optional" else "User must be authorized."
+def _invalid(mode: AuthMode) -> Unauthorized:
+    message = "Token has some errors." if mode == AuthMode.OPTIONAL else "User must be authorized."
     return Unauthorized(message, headers=_INVALID_CHALLENGE)
 
 
@@ -48,11 +49,11 @@ class Authenticator:
         except InvalidToken:
             return None
 
-    def authenticate(self, header: str | None, mode: str) -> Claims | None:
-        if mode == "public":
+    def authenticate(self, header: str | None, mode: AuthMode) -> Claims | None:
+        if mode == AuthMode.PUBLIC:
             return None
         if header is None:
-            if mode == "optional":
+            if mode == AuthMode.OPTIONAL:
                 return None
             raise must_authorize()
         claims = self.claims_of(header)
@@ -60,7 +61,7 @@ class Authenticator:
             raise _invalid(mode)
         return claims
 
-    def authorized(self, claims: Claims, mode: str) -> bool:
+    def authorized(self, claims: Claims, mode: AuthMode) -> bool:
         """The checks that need no I/O: raises when they refuse, True when they allow, False when the user's
         status is not cached and must be looked up (`status_allows`)."""
         if claims.refresh:

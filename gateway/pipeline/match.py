@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Generic, Iterable, Mapping, Protocol, TypeVar
 
 from ..config import RateLimit, RouteConfig
-from ..config.model import Timeouts
+from ..config.model import AuthMode, Timeouts
 from ..proxy.upstream import Upstream
 
 
@@ -45,15 +45,15 @@ class RouteTable(Generic[R]):
 class Route:
     path: str
     upstream: Upstream
-    modes: Mapping[str, str]  # each method the config names, and HEAD
-    other_mode: str  # every other method: the config's "*"
+    modes: Mapping[str, AuthMode]  # each method the config names, and HEAD
+    other_mode: AuthMode  # every other method: the config's "*"
     forward_authorization: bool
     limits: tuple[RateLimit, ...]
     timeouts: Timeouts
     body_limit: int | None
     retry_methods: frozenset[str] | None  # None: any method may be retried
 
-    def mode(self, method: str) -> str:
+    def mode(self, method: str) -> AuthMode:
         return self.modes.get(method, self.other_mode)
 
     def may_retry(self, method: str) -> bool:

@@ -73,14 +73,15 @@ class Generation:
 
     async def stop(self) -> None:
         """Stop accepting, let the requests in flight finish (up to shutdown_timeout), then close the stores."""
-        timeout = self.config.server.shutdown_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.server.shutdown_timeout
         if self._listener is not None:
             self._listener.close()
             try:  # a connection still in its TLS handshake is served too, not dropped
-                await asyncio.wait_for(self._listener.settled(), timeout)
+                await asyncio.wait_for(self._listener.settled(), self.config.server.shutdown_timeout)
             except TimeoutError:
                 pass
-        await self._connections.drain(timeout)
+        await self._connections.drain(max(0.0, deadline - loop.time()))
         await self._resources.aclose()
 
 

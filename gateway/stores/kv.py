@@ -5,9 +5,10 @@ with the same expiry behaviour, so a store is written once for both.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio import Redis
@@ -96,38 +97,43 @@ class RedisKV:
         self._client = client
 
     async def get(self, name: str) -> Any:
-        return await self._call("get", name)
+        with _unavailable():
+            return await self._client.get(name)
 
     async def set(self, name: str, value: str, ex: int | None = None, nx: bool = False) -> Any:
-        return await self._call("set", name, value, ex=ex, nx=nx)
+        with _unavailable():
+            return await self._client.set(name, value, ex=ex, nx=nx)
 
     async def incr(self, name: str) -> Any:
-        return await self._call("incr", name)
+        with _unavailable():
+            return await self._client.incr(name)
 
     async def expire(self, name: str, seconds: int) -> Any:
-        return await self._call("expire", name, seconds)
+        with _unavailable():
+            return await self._client.expire(name, seconds)
 
     async def delete(self, *names: str) -> Any:
-        return await self._call("delete", *names)
+        with _unavailable():
+            return await self._client.delete(*names)
 
-    async def _call(self, command: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await getattr(self._client, command)(*args, **kwargs)
-        except (RedisError, OSError) as exc:
-            log.error("redis unavailable: %s", type(exc).__name__)
-            raise StoreUnavailable() from None
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        log.error("redis unavailable: %s", type(exc).__name__)
+        raise StoreUnavailable() from None
 
 
 _TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
 
 
-def connect(url: str) -> Any:
-    if url == "memory://":
-        return MemoryKV()
+def connect(url: str) -> Redis:
     return aioredis.from_url(url, decode_responses=True, **_TIMEOUTS)
 
 
-def connect_redis(config: RedisConfig) -> tuple[Any, Any | None]:
+def connect_redis(config: RedisConfig) -> tuple[Redis, Redis | None]:
     """(primary, replica or None). With Sentinel the primary follows a promoted replica,
     and the replica is any replica Sentinel knows."""
     if config.sentinel is None:

@@ -54,13 +54,21 @@ class Revocations(Protocol):
 
 
 class Entry(NamedTuple):
-    """One revocation: a session (`sid`), or a user's tokens issued until `not_before`. `drop_at`: when no
-    token it covers can still be alive."""
+    """One revocation: a session (`sid`), or a user's tokens issued until `not_before`; made by `session` or
+    `user`. `drop_at`: when no token it covers can still be alive."""
 
     drop_at: float
     sid: str | None = None
     user_id: int | None = None
     not_before: float = 0.0
+
+    @classmethod
+    def session(cls, sid: str, drop_at: float) -> Entry:
+        return cls(drop_at, sid=sid)
+
+    @classmethod
+    def user(cls, user_id: int, not_before: float, drop_at: float) -> Entry:
+        return cls(drop_at, user_id=user_id, not_before=not_before)
 
     def member(self) -> str:
         """As a member of the Redis sorted set (scored by `drop_at`)."""
@@ -68,12 +76,17 @@ class Entry(NamedTuple):
 
     @classmethod
     def parse(cls, member: str, drop_at: float) -> Entry | None:
+        """None for a member this version does not know (or cannot read)."""
         kind, _, rest = member.partition(":")
-        if kind == "sid":
-            return cls(drop_at, sid=rest)
-        if kind == "user":
-            user, _, not_before = rest.partition(":")
-            return cls(drop_at, user_id=int(user), not_before=float(not_before))
+        try:
+            if kind == "sid" and rest:
+                return cls.session(rest, drop_at)
+            if kind == "user":
+                user, _, not_before = rest.partition(":")
+                return cls.user(int(user), float(not_before), drop_at)
+        except ValueError:
+            pass
+        log.warning("revocation entry not understood, left out: %.40r", member)
         return None
 
 
@@ -159,7 +172,7 @@ class MemoryRevocations:
 
     async def revoke_user(self, user_id: int) -> None:
         now = self._clock()
-        self._list.add(Entry(now + self._max_ttl, user_id=user_id, not_before=now))
+        self._list.add(Entry.user(user_id, now, now + self._max_ttl))
 
     async def status_changed(self, user_id: int) -> None:
         self._listeners.forget(user_id)
@@ -204,7 +217,7 @@ class RedisRevocations:
 
     async def revoke_user(self, user_id: int) -> None:
         now = self._clock()
-        await self._store([Entry(now + self._max_ttl, user_id=user_id, not_before=now)])
+        await self._store([Entry.user(user_id, now, now + self._max_ttl)])
 
     async def status_changed(self, user_id: int) -> None:
         self._listeners.forget(user_id)
@@ -266,19 +279,22 @@ class RedisRevocations:
 
     def _receive(self, data: Any) -> None:
         kind, _, rest = _text(data).partition(" ")
-        if kind == "revoke":
-            member, _, drop_at = rest.rpartition(" ")
-            entry = Entry.parse(member, float(drop_at))
-            if entry is not None:
-                self._list.add(entry)
-        elif kind.startswith("status:"):
-            self._listeners.forget(int(kind[len("status:"):]))
+        try:
+            if kind == "revoke":
+                member, _, drop_at = rest.rpartition(" ")
+                entry = Entry.parse(member, float(drop_at))
+                if entry is not None:
+                    self._list.add(entry)
+            elif kind.startswith("status:"):
+                self._listeners.forget(int(kind[len("status:"):]))
+        except ValueError:  # a message this version cannot read must not end the subscription
+            log.warning("revocation message not understood, ignored: %.60r", data)
 
 
 def _session_entries(sids: tuple[str, ...], drop_at: float) -> list[Entry]:
     if not all(sids):
         raise ValueError("an empty session id would match no token, or every token made without one")
-    return [Entry(drop_at, sid=sid) for sid in sids]
+    return [Entry.session(sid, drop_at) for sid in sids]
 
 
 def _text(value: Any) -> str:

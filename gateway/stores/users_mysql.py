@@ -40,13 +40,15 @@ class MySQLUserStore(UserLookups):
         return cls(pool)
 
     @asynccontextmanager
-    async def _cursor(self) -> AsyncIterator[Any]:
+    async def _cursor(self, *, deadlocks: bool = False) -> AsyncIterator[Any]:
+        """A cursor whose connection errors are StoreUnavailable; `deadlocks`: a deadlock is raised as it is,
+        for a caller that tries again."""
         try:
             async with self._pool.acquire() as conn, conn.cursor() as cur:
                 yield cur
         except (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError) as exc:
-            if isinstance(exc, pymysql.err.OperationalError) and exc.args and exc.args[0] == ER_LOCK_DEADLOCK:
-                raise  # register() tries again
+            if deadlocks and isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] == (ER_LOCK_DEADLOCK,):
+                raise
             log.error("database unavailable: %s", exc)
             raise StoreUnavailable() from None
 
@@ -69,16 +71,18 @@ class MySQLUserStore(UserLookups):
                 if exc.args[0] != ER_DUP_ENTRY:
                     raise
                 break  # someone else registered this mobile first: theirs stands
-            except pymysql.err.OperationalError as exc:
-                if exc.args[0] != ER_LOCK_DEADLOCK:
-                    raise
+            except pymysql.err.OperationalError:  # a deadlock (_insert lets no other through): again
+                continue
+        else:
+            log.error("registering a user deadlocked three times")
+            raise StoreUnavailable()
         user = await self.get_by_mobile(mobile)
         if user is None:
             raise StoreUnavailable()
         return user
 
     async def _insert(self, user_id: int, mobile: str) -> None:
-        async with self._cursor() as cur:
+        async with self._cursor(deadlocks=True) as cur:
             conn = cur.connection
             await conn.begin()
             try:

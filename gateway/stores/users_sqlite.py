@@ -54,10 +54,11 @@ class SQLiteUserStore(UserLookups):
         return store
 
     async def migrate(self) -> None:
-        async with self._write:
-            for statement in schema.SQLITE:
-                await self._db.execute(statement)
-            await self._db.commit()
+        with _unavailable_on_error():
+            async with self._write:
+                for statement in schema.SQLITE:
+                    await self._db.execute(statement)
+                await self._db.commit()
 
     async def _one(self, column: str, value: object) -> User | None:
         with _unavailable_on_error():

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +10,10 @@ from aiohttp.test_utils import TestClient
 
 from gateway.stores.users import STATUS_DISABLED
 from tests.factories import MOBILE, config_dict
+from tests.processes import set_account, users_command
 
 INVALID_CODE = {"message": "Invalid code."}
 INVALID_PASSWORD = {"message": "Invalid account or password."}
-ROOT = Path(__file__).parents[2]
 
 
 def wrong(code: str, n: int = 1) -> str:
@@ -77,11 +74,6 @@ async def test_registered_and_unregistered_mobiles_get_the_same_answers(gateway:
         resp = await attempt(gateway, "000000", mobile)
         answers.append((resp.status, await resp.json(), sorted(resp.headers.keys())))
     assert answers[0] == answers[1]
-
-
-def users_command(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "users", *args, "--config", str(config)],
-                          input=stdin, capture_output=True, text=True, cwd=ROOT, env=os.environ, timeout=60)
 
 
 async def with_password(gateway: TestClient, login: Any, store_urls: dict[str, str], tmp_path: Path,
@@ -163,27 +155,6 @@ async def test_set_password_refuses_unknown_users(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump(config_dict(database_url=f"sqlite:///{tmp_path}/u.db")))
     result = await asyncio.to_thread(users_command, config, "set-password", "13999999999", stdin="long enough pw\n")
     assert result.returncode == 1 and "no user '13999999999'" in result.stderr
-
-
-async def set_account(database_url: str, user_id: int, account: str) -> None:
-    if database_url.startswith("sqlite"):
-        import aiosqlite
-
-        from gateway.stores.users_sqlite import sqlite_path
-
-        async with aiosqlite.connect(sqlite_path(database_url)) as db:
-            await db.execute("UPDATE user_basic SET account = ? WHERE user_id = ?", (account, user_id))
-            await db.commit()
-        return
-    import pymysql
-    from yarl import URL
-
-    url = URL(database_url)
-    conn = pymysql.connect(host=url.host, port=url.port, user=url.user, database=url.path.lstrip("/"),
-                           autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute("UPDATE user_basic SET account = %s WHERE user_id = %s", (account, user_id))
-    conn.close()
 
 
 async def test_set_password_refuses_a_short_password(gateway: TestClient, login: Any, store_urls: dict[str, str],

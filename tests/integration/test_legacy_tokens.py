@@ -14,8 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.factories import bearer, payload_of, seed_pair
-from tests.integration.test_guessing import set_account
-from tests.processes import users_command, write_config
+from tests.processes import set_account, users_command, write_config
 
 A, B = "13911111111", "13922222222"
 PROFILE = "/v1_0/user/profile"

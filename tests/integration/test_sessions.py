@@ -14,7 +14,6 @@ from tests.factories import MOBILE, bearer, make_config
 from tests.processes import users_command, write_config
 from tests.servers import GatewayServer, RedisProcess
 
-ROOT = Path(__file__).parents[2]
 WRONG_REFRESH = {"message": "Wrong refresh token."}
 MUST_AUTHORIZE = {"message": "User must be authorized."}
 
@@ -217,7 +216,7 @@ async def test_users_commands_take_an_id_or_an_account(gateway: TestClient, logi
                                                        tmp_path: Path) -> None:
     import jwt
 
-    from tests.integration.test_guessing import set_account
+    from tests.processes import set_account
 
     user_id = jwt.decode((await login())["token"], options={"verify_signature": False})["user_id"]
     await set_account(store_urls["database_url"], user_id, "reader01")

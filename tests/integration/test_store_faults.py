@@ -92,3 +92,39 @@ async def test_route_limits_hold_per_instance_while_redis_is_down(make_gateway: 
         assert statuses == [200, 200, 200, 429]  # this instance's own window, not no limit at all
     finally:
         redis.stop()
+
+
+async def test_a_revocation_list_loaded_from_redis_tells_listeners_to_forget_every_status(
+        real_redis_url: str) -> None:
+    """What was cached about users may be older than the list just loaded (after a lost subscription)."""
+    from gateway.stores.revocation import RedisRevocations
+
+    heard: list[object] = []
+
+    class Listener:
+        def forget(self, user_id: int) -> None:
+            heard.append(user_id)
+
+        def forget_all(self) -> None:
+            heard.append("all")
+
+    client = aioredis.from_url(real_redis_url, decode_responses=True)
+    await client.publish("gw:events", "status:nope")  # nobody listens yet
+    revocations = RedisRevocations(client, 3600)
+    revocations.on_status_change(Listener())
+    listening = asyncio.create_task(revocations.listen())
+    try:
+        assert await revocations.wait_until_fresh(timeout=5)
+        assert heard == ["all"]
+        await client.publish("gw:events", "status:nope")  # unreadable: ignored, the subscription lives on
+        await client.publish("gw:events", "status:42")
+        for _ in range(50):
+            if heard[-1] == 42:
+                break
+            await asyncio.sleep(0.05)
+        assert heard == ["all", 42] and revocations.fresh
+    finally:
+        revocations.stop()
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await client.aclose()

@@ -7,63 +7,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-import upstream_stub
-from gateway.config import parse_config
-from tests.factories import config_dict
-from tests.servers import free_port
-from upstream_stub.app import RECEIVED
+from tests.factories import gateway_for
+from tests.servers import Stub
 from upstream_stub.testing import HEALTHY
 
 pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
-
-
-class Stub:
-    """An upstream_stub on a fixed port that a test can stop and start again."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.app = upstream_stub.create_app()
-        self.runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def received(self) -> list[Any]:
-        return self.app[RECEIVED]
-
-    async def start(self) -> None:
-        self.runner = web.AppRunner(self.app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-
-@pytest.fixture
-async def stubs() -> Any:
-    made = [Stub() for _ in range(3)]
-    for stub in made:
-        await stub.start()
-    yield made
-    for stub in made:
-        await stub.stop()
-
-
-async def gateway_for(make_gateway: Any, targets: list[Any], routes: list[dict[str, Any]] | None = None,
-                      **news: Any) -> TestClient:
-    raw = config_dict()
-    raw["upstreams"] = {"news": {"targets": targets, "timeouts": {"connect": "1s", "read": "5s"}, **news}}
-    if routes is not None:
-        raw["routes"] = routes
-    return await make_gateway(parse_config(raw, env={}))
 
 
 PUBLIC = [{"path": "/", "upstream": "news", "auth": "public"}]

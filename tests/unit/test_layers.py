@@ -45,8 +45,16 @@ def imports(path: Path) -> set[str]:
             candidates = [alias.name for alias in node.names]
         else:
             continue
-        found |= {c for c in candidates if c.split(".")[0] == "gateway" and _exists(c)}
-    return found - {name}
+        modules = {c for c in candidates if c.split(".")[0] == "gateway" and _exists(c)}
+        if len(modules) > 1:  # `from pkg import module`: the module is what is imported (its package runs first)
+            modules.discard(candidates[0])
+        found |= modules
+    # Importing a.b.c runs a/__init__.py and a/b/__init__.py first: an edge to each package on the way,
+    # but for the packages the importing module is in (they are running already).
+    for target in list(found):
+        parts = target.split(".")
+        found |= {".".join(parts[:i]) for i in range(2, len(parts))}
+    return {t for t in found if not (name == t or name.startswith(t + "."))}
 
 
 def _exists(name: str) -> bool:
@@ -58,7 +66,8 @@ def layer(name: str) -> int:
     best = None
     for index, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+            covers = name == prefix or (prefix != "gateway" and name.startswith(prefix + "."))
+            if covers and (best is None or len(prefix) > best[1]):
                 best = (index, len(prefix))
     assert best is not None, f"{name} has no layer: give it one in LAYERS"
     return best[0]
@@ -68,22 +77,20 @@ def graph() -> dict[str, set[str]]:
     return {module_name(path): imports(path) for path in PACKAGE.rglob("*.py")}
 
 
-def test_every_import_points_down_or_across() -> None:
-    upward = [f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"
-              for name, targets in graph().items() for target in sorted(targets) if layer(target) > layer(name)]
-    assert upward == []
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    return [f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"
+            for name, targets in sorted(edges.items()) for target in sorted(targets) if layer(target) > layer(name)]
 
 
-def test_no_module_imports_itself_through_others() -> None:
-    edges = graph()
-    cycles: list[list[str]] = []
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    found: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the path being walked, 2: done
 
     def walk(name: str, path: list[str]) -> None:
         state[name] = 1
         for target in sorted(edges.get(name, ())):
             if state.get(target) == 1:
-                cycles.append(path[path.index(target):] + [target])
+                found.append(path[path.index(target):] + [target])
             elif target not in state:
                 walk(target, [*path, target])
         state[name] = 2
@@ -91,13 +98,41 @@ def test_no_module_imports_itself_through_others() -> None:
     for name in sorted(edges):
         if name not in state:
             walk(name, [name])
-    assert cycles == []
+    return found
 
 
-def test_the_check_sees_an_upward_import_and_a_cycle() -> None:
-    """The walk itself: a store importing a stage would be caught, and so would a pair importing each other."""
-    assert layer("gateway.stores.codes") < layer("gateway.auth.login") < layer("gateway.pipeline.stages")
+def test_every_module_has_a_layer() -> None:
+    for name in graph():
+        layer(name)
+
+
+def test_every_import_points_down_or_across() -> None:
+    assert upward(graph()) == []
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    assert cycles(graph()) == []
+
+
+def test_the_checks_see_an_upward_import_and_a_cycle() -> None:
+    assert upward({"gateway.stores.codes": {"gateway.auth.tokens"}}) == [
+        "gateway.stores.codes (layer 2) imports gateway.auth.tokens (layer 3)"]
+    assert upward({"gateway.auth.tokens": {"gateway.stores.codes"}}) == []
+    assert cycles({"gateway.a": {"gateway.b"}, "gateway.b": {"gateway.c"}, "gateway.c": {"gateway.a"}}) == [
+        ["gateway.a", "gateway.b", "gateway.c", "gateway.a"]]
+    assert cycles({"gateway.a": {"gateway.b"}, "gateway.b": set()}) == []
+    try:
+        layer("gateway.newcomer")
+    except AssertionError:
+        pass
+    else:
+        raise AssertionError("a module with no layer was given one")
+
+
+def test_imports_are_read_as_python_runs_them() -> None:
     edges = graph()
-    assert "gateway.stores.codes" in edges["gateway.auth.login"]  # imports are read, relative ones included
+    assert "gateway.stores.codes" in edges["gateway.auth.login"]  # relative imports, resolved
+    assert "gateway.server.listener" in edges["gateway.cli.main"]  # one inside a function
     assert "gateway.http.reply" in edges["gateway.http.protocol"]
-    assert "gateway.server.listener" in edges["gateway.cli.main"]  # and those inside functions
+    assert "gateway.pipeline" in edges["gateway.app"]  # the package that runs before pipeline.stages
+    assert "gateway.stores" not in edges["gateway.stores.codes"]  # its own package is running already

@@ -12,36 +12,42 @@ def claims(user_id: int = 7, sid: str = "s1", iat: float = 100.0, family: str = 
 
 
 def test_entries_survive_the_trip_through_redis_members() -> None:
-    for entry in (Entry(500.0, sid="abc:def"), Entry(500.0, user_id=7, not_before=123.5)):
+    for entry in (Entry.session("abc:def", 500.0), Entry.user(7, 123.5, 500.0)):
         assert Entry.parse(entry.member(), entry.drop_at) == entry
-    assert Entry.parse("colour:blue", 1.0) is None
+    for unknown in ("colour:blue", "user:None:0.0", "user:7:soon", "sid:"):  # left out, never raised
+        assert Entry.parse(unknown, 1.0) is None
 
 
 def test_the_list_keeps_the_latest_not_before_and_drops_what_no_longer_matters() -> None:
     now = [1000.0]
     revoked = RevocationList(lambda: now[0])
-    revoked.add(Entry(2000.0, user_id=7, not_before=150.0))
-    revoked.add(Entry(1500.0, user_id=7, not_before=120.0))  # an older one changes nothing
+    revoked.add(Entry.user(7, 150.0, 2000.0))
+    revoked.add(Entry.user(7, 120.0, 1500.0))  # an older one changes nothing
     assert revoked.is_revoked(claims(iat=150.0)) and not revoked.is_revoked(claims(iat=151.0))
-    revoked.add(Entry(1200.0, sid="s9"))
+    revoked.add(Entry.session("s9", 1200.0))
     assert revoked.is_revoked(claims(sid="s9", iat=999.0))
     assert revoked.is_revoked(claims(sid="other", family="s9", iat=999.0))  # a legacy token's family
     now[0] = 1300.0
-    revoked.add(Entry(3000.0, sid="s10"))  # adding prunes: s9 can no longer matter
+    revoked.add(Entry.session("s10", 3000.0))  # adding prunes: s9 can no longer matter
     assert not revoked.is_revoked(claims(sid="s9", iat=999.0))
 
 
-def test_status_listeners_hear_of_one_user_or_of_all() -> None:
-    heard: list[object] = []
+class Heard:
+    def __init__(self) -> None:
+        self.heard: list[object] = []
 
-    class Listener:
-        def forget(self, user_id: int) -> None:
-            heard.append(user_id)
+    def forget(self, user_id: int) -> None:
+        self.heard.append(user_id)
 
-        def forget_all(self) -> None:
-            heard.append("all")
+    def forget_all(self) -> None:
+        self.heard.append("all")
 
+
+def test_status_listeners_hear_of_one_user_until_they_leave() -> None:
+    listener = Heard()
     revocations = MemoryRevocations(3600)
-    revocations.on_status_change(Listener())
+    revocations.on_status_change(listener)
     asyncio.run(revocations.status_changed(7))
-    assert heard == [7]
+    revocations.off_status_change(listener)
+    asyncio.run(revocations.status_changed(8))
+    assert listener.heard == [7]

@@ -6,8 +6,8 @@ from typing import Iterator
 
 import pytest
 
-from gateway.server.listener import WorkerTable
 from gateway.server import listener as balance
+from gateway.server.listener import WorkerTable
 
 
 @pytest.fixture
