@@ -15,8 +15,10 @@ EXIT_CONFIG = 2
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # migrate touches the database alone: it needs no JWT secret
+    dev = getattr(args, "dev", False) or args.command == "migrate"
     try:
-        config = load_config(args.config, dev=getattr(args, "dev", False))
+        config = load_config(args.config, dev=dev)
     except ConfigError as exc:
         _print_problems(args.config, exc)
         return EXIT_CONFIG
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         from .users import run_users_command
 
         return asyncio.run(run_users_command(config, args.action, args.user))
-    return _run(config, dev=args.dev, worker=getattr(args, "worker", None), listen_fd=getattr(args, "listen_fd", None),
+    return _run(config, dev=dev, worker=getattr(args, "worker", None), listen_fd=getattr(args, "listen_fd", None),
                 table_fd=getattr(args, "table_fd", None))
 
 
@@ -47,12 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toutiao-gateway", description="Authentication gateway for toutiao.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="path to gateway.yaml (env GATEWAY_CONFIG)")
+    # accepted before the subcommand or after it: `--dev check-config` and `check-config --dev` alike
+    common.add_argument("--dev", action="store_true", default=argparse.SUPPRESS,
+                        help="development mode: make up a random JWT secret when none is configured")
     parser.add_argument("--config", default=default_config, help="path to gateway.yaml (env GATEWAY_CONFIG)")
     parser.add_argument("--dev", action="store_true",
                         help="development mode: make up a random JWT secret when none is configured")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", parents=[common], help="serve (the default)")
-    run.add_argument("--dev", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # set by the supervisor for its workers: their index, the shared listening socket and the workers' table
     run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Sequence
 
@@ -53,9 +54,11 @@ class MySQLUserStore(UserLookups):
             raise StoreUnavailable() from None
 
     async def migrate(self) -> None:
-        async with self._cursor() as cur:
-            for statement in schema.MYSQL:
-                await cur.execute(statement)
+        with warnings.catch_warnings():  # "Table ... already exists" is what idempotent means here
+            warnings.simplefilter("ignore", pymysql.Warning)
+            async with self._cursor() as cur:
+                for statement in schema.MYSQL:
+                    await cur.execute(statement)
 
     async def _one(self, column: str, value: object) -> User | None:
         async with self._cursor() as cur:

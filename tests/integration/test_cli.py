@@ -35,6 +35,22 @@ def test_check_config_accepts_the_shipped_file() -> None:
     assert "ok" in result.stdout
 
 
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_dev_is_accepted_before_or_after_the_subcommand(tmp_path: Path, order: str) -> None:
+    raw = config_dict()
+    del raw["jwt"]
+    config = write(tmp_path, raw)
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_JWT_SECRET"}
+    args = ["--dev", "check-config", "--config", config] if order == "before" else \
+        ["check-config", "--config", config, "--dev"]
+    result = subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, cwd=ROOT,
+                            env=env, timeout=60)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+    without = subprocess.run([sys.executable, "-m", "gateway", "check-config", "--config", config],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert without.returncode == 2 and "jwt.secret: is required" in without.stderr
+
+
 def test_check_config_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
     raw = config_dict()
     raw["routes"][2]["upstream"] = "nwes"
@@ -82,10 +98,15 @@ def test_migrate_mysql_is_idempotent(tmp_path: Path, mysql_server: MariaDBProces
     if mysql_server.proc is None:
         mysql_server.start()
     mysql_server.execute("CREATE DATABASE IF NOT EXISTS migrate_test")
-    config = write(tmp_path, config_dict(database_url=mysql_server.url("migrate_test")))
+    raw = config_dict(database_url=mysql_server.url("migrate_test"))
+    del raw["jwt"]  # migrate touches the database alone: no secret needed
+    config = write(tmp_path, raw)
     for _ in range(2):
-        result = gateway("migrate", "--config", config)
+        result = subprocess.run([sys.executable, "-m", "gateway", "migrate", "--config", config], capture_output=True,
+                                text=True, cwd=ROOT, timeout=60,
+                                env={k: v for k, v in os.environ.items() if k != "GATEWAY_JWT_SECRET"})
         assert result.returncode == 0, result.stderr
+        assert result.stderr == ""  # quiet when the tables exist: no driver warnings
     import pymysql
 
     conn = pymysql.connect(host="127.0.0.1", port=mysql_server.port, user="root", database="migrate_test")

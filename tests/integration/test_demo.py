@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -41,9 +42,11 @@ def test_the_printed_walkthrough_works_as_written() -> None:
         demo.wait(20)
     out = result.stdout
     assert result.returncode == 0, result.stderr
-    assert '{"mobile": "13911111111"}' in out
+    assert '{"mobile": "13911111111"}  -> 200' in out
     assert '"refresh_token"' in out
     assert "HTTP/1.1 401 Unauthorized" in out and '{"message": "User must be authorized."}' in out
-    assert '"name": "user ' in out
-    assert '{"message": "Do not use refresh token."}' in out
-    assert "\n204\n" in out and '{"message": "Wrong refresh token."}' in out
+    assert re.search(r'"name": "user \d+"}  -> 200', out)
+    assert '{"message": "Do not use refresh token."}  -> 403' in out
+    assert re.search(r'\{"token": "[^"]+"}  -> 201', out)  # the refresh
+    assert "\n204\n" in out and '{"message": "Wrong refresh token."}  -> 403' in out
+    assert out.rstrip().endswith('{"message": "User must be authorized."}  -> 401')  # logged out
