@@ -14,7 +14,12 @@ EXIT_CONFIG = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "token" and args.token is None and len(extra) == 1 and extra[0][:1] != "-":
+        args.token, extra = extra[0], []  # TOKEN after the options: `token inspect --config F TOKEN`
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # migrate touches the database alone: it needs no JWT secret
     dev = getattr(args, "dev", False) or args.command == "migrate"
     try:
@@ -34,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         from .users import run_users_command
 
         return asyncio.run(run_users_command(config, args.action, args.user))
+    if command == "routes":
+        from .inspect import routes_command
+
+        return routes_command(config)
+    if command == "token":
+        from .inspect import token_command
+
+        return token_command(config, args.token)
     return _run(config, dev=dev, worker=getattr(args, "worker", None), listen_fd=getattr(args, "listen_fd", None),
                 table_fd=getattr(args, "table_fd", None))
 
@@ -66,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     users = sub.add_parser("users", parents=[common], help="set-password, revoke, disable or enable a user")
     users.add_argument("action", choices=["set-password", "revoke", "disable", "enable"])
     users.add_argument("user", metavar="USER", help="a mobile, an account or a user id")
+    sub.add_parser("routes", parents=[common], help="the route table, in the order the gateway tries it")
+    token = sub.add_parser("token", parents=[common], help="inspect: is a token valid here, and if not, why")
+    token.add_argument("action", choices=["inspect"])
+    token.add_argument("token", nargs="?", metavar="TOKEN", help="the token (read from stdin when absent)")
     return parser
 
 

@@ -267,6 +267,14 @@ class RedisRevocations:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             await asyncio.sleep(self._retry_delay)
 
+    async def load_once(self) -> None:
+        """The list as Redis holds it now, without subscribing: for the operator's commands."""
+        try:
+            await self._load()
+        except (RedisError, OSError) as exc:
+            log.error("cannot load the revocation list: %s", type(exc).__name__)
+            raise StoreUnavailable() from None
+
     async def _load(self) -> None:
         entries = await self._redis.zrangebyscore(KEY, self._clock(), "+inf", withscores=True)
         self._list.clear()
