@@ -30,6 +30,7 @@ from .errors import BadRequest
 from .http.reply import Reply
 from .http.request import Request
 from .ids import IdWorker
+from .logs import REQUEST_ID
 from .paths import normalize_path
 from .pipeline.authenticate import Authenticator
 from .pipeline.forward import Forwarder
@@ -64,6 +65,7 @@ class Gateway:
     async def handle(self, request: Request, reply: Reply) -> None:
         """The stores turn their drivers' errors into StoreUnavailable (503), which fails closed like any
         GatewayError: nothing here needs to know which driver a store uses."""
+        REQUEST_ID.set(None)  # until the pipeline gives this request its id
         path = normalize_path(_origin_path(request.path))
         endpoint = self._own.match(request.method, path)
         if endpoint is not None:

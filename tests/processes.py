@@ -2,6 +2,7 @@
 command it."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,10 @@ class Running:
 
     def write(self, raw: dict[str, Any]) -> None:
         self.path.write_text(yaml.safe_dump(raw))
+
+    def records(self) -> list[dict[str, Any]]:
+        """The log, record by record (the gateway writes JSON lines by default)."""
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 
+from .. import logs
 from ..config import Config, ConfigError, load_config
 
 EXIT_CONFIG = 2
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None = None,
          table_fd: int | None = None) -> int:
-    logging.basicConfig(level=config.server.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.server.log_level, config.server.log_format)
     log = logging.getLogger("gateway")
     if config.jwt.generated and not worker:
         log.warning("=" * 72)

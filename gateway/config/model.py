@@ -42,6 +42,7 @@ class ServerConfig:
     port: int = 8000
     access_log: bool = False
     log_level: str = "INFO"
+    log_format: str = "json"  # json | text
     trusted_proxies: tuple[Network, ...] = ()
     workers: int = 1
     shutdown_timeout: float = 30.0

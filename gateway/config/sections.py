@@ -66,13 +66,15 @@ def check_workers(reader: Reader, config: Config) -> None:
 
 
 def server(reader: Reader, raw: Any) -> ServerConfig:
-    block = reader.section(raw, "server", {"host", "port", "access_log", "log_level", "trusted_proxies", "workers",
+    block = reader.section(raw, "server", {"host", "port", "access_log", "log_level", "log_format", "trusted_proxies",
+                                           "workers",
                                            "shutdown_timeout", "keepalive_timeout",
                                            "client_timeout", "tls"})
     return ServerConfig(
         host=reader.string(block, "host", "server", "127.0.0.1") or "127.0.0.1",
         port=reader.integer(block, "port", "server", 8000, 0, 65535),
         access_log=reader.boolean(block, "access_log", "server", False),
+        log_format=reader.choice(block, "log_format", "server", ("json", "text")),
         log_level=reader.choice({k: str(v).upper() for k, v in block.items()}, "log_level", "server",
                                 ("INFO", "DEBUG", "WARNING", "ERROR")),
         trusted_proxies=networks(reader, block.get("trusted_proxies"), "server.trusted_proxies"),

@@ -6,6 +6,7 @@ from http import HTTPStatus
 from typing import Any, Mapping
 
 from ..errors import GatewayError
+from ..logs import REQUEST_ID
 
 REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 SERVER = "toutiao-gateway"
@@ -29,5 +30,10 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 def error_response(error: GatewayError) -> Response:
-    """Every error the gateway answers is this JSON: `{"message": ...}` and the error's extra fields."""
-    return json_response({"message": error.message, **error.extra}, error.status, error.headers)
+    """Every error the gateway answers is this JSON: `{"message": ...}` and the error's extra fields, with
+    the request's X-Request-Id when it has one (a 502 the client reports can be found in the log)."""
+    response = json_response({"message": error.message, **error.extra}, error.status, error.headers)
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        response.headers["X-Request-Id"] = request_id
+    return response

@@ -13,6 +13,7 @@ from ..client_ip import ClientIp
 from ..errors import NotFound, PayloadTooLarge
 from ..http.reply import Reply
 from ..http.request import Request
+from ..logs import REQUEST_ID
 from ..ratelimit import RateLimits
 from .authenticate import Authenticator
 from .forward import Forwarder
@@ -61,6 +62,7 @@ class Pipeline:
         if limit is not None and (request.body.length or 0) > limit:
             raise PayloadTooLarge()
         req_id = self._request_ids(headers.get("X-Request-Id"))
+        REQUEST_ID.set(req_id)  # every log record from here on carries it
         fields = upstream_request_fields(
             headers.raw,
             user_id=admission.user_id,

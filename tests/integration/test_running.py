@@ -287,3 +287,34 @@ async def test_a_reload_keeps_the_embedded_stores(tmp_path: Path, stub: str) -> 
                 assert resp.status == 201  # the code sent before the reload still works
     finally:
         gateway.stop()
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+async def test_log_lines_are_json_with_the_request_id_or_text(tmp_path: Path, log_format: str) -> None:
+    """A record made while a proxied request is served carries the id the client got in X-Request-Id."""
+    import json
+
+    from tests.servers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: the forward fails, and says so in the log
+    raw = gateway_raw(dead, tmp_path, **({} if log_format == "json" else {"log_format": "text"}))
+    gateway = Running(tmp_path, raw)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gateway.url}/v1_0/channels") as resp:
+                assert resp.status == 502
+                request_id = resp.headers["X-Request-Id"]
+        assert gateway.stop() == 0
+    finally:
+        gateway.stop()
+    lines = [line for line in gateway.log.read_text().splitlines() if line.strip()]
+    if log_format == "text":
+        assert not lines[0].startswith("{")
+        assert any("upstream news failed" in line and f"[request {request_id}]" in line for line in lines)
+        return
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert all(r["time"].endswith("Z") for r in records)
+    failed = [r for r in records if r["message"].startswith("upstream news failed")]
+    assert failed and failed[0]["request_id"] == request_id and failed[0]["level"] == "WARNING"
+    assert not any("request_id" in r for r in records if r["message"].startswith("listening on"))

@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).parents[2] / "gateway"
 
 LAYERS: list[tuple[str, ...]] = [
     # values, and the HTTP server's own parts: no gateway policy
-    ("gateway.errors", "gateway.durations", "gateway.ids", "gateway.paths", "gateway.claims", "gateway.http"),
+    ("gateway.errors", "gateway.durations", "gateway.ids", "gateway.paths", "gateway.claims", "gateway.logs",
+     "gateway.http"),
     ("gateway.config",),  # gateway.yaml as typed, frozen objects
     ("gateway.stores", "gateway.client_ip", "gateway.ratelimit"),  # state, and who the client is
     ("gateway.auth", "gateway.proxy"),  # tokens, logins, sessions; the upstream side: transport, balancer, health
