@@ -31,10 +31,11 @@ class GatewayError(Exception):
     message = "Internal server error."
 
     def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None,
-                 extra: Mapping[str, str] | None = None) -> None:
+                 extra: Mapping[str, str] | None = None, reason: str | None = None) -> None:
         self.message = message or type(self).message
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})  # more JSON fields, such as the upstream's name
+        self.reason = reason  # for the debug log only, never sent: why exactly (a token "expired", say)
         super().__init__(self.message)
 
 

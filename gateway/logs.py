@@ -3,7 +3,8 @@
 `server.log_format: json` writes one JSON object per record: `time` (UTC,
 ISO 8601 with milliseconds), `level`, `logger`, `message`, `request_id` when
 the record was made while a proxied request was served, and `exception`
-when it carries one. `text` writes the same as one readable line.
+when it carries one; an access log record adds its fields (see
+http/protocol.py). `text` writes the same as one readable line.
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ class JsonFormatter(logging.Formatter):
         request_id = REQUEST_ID.get()
         if request_id is not None:
             line["request_id"] = request_id
+        access = getattr(record, "access", None)
+        if access is not None:  # an access log line: its fields, beside the message
+            line.update(access)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)
@@ -39,6 +43,10 @@ class JsonFormatter(logging.Formatter):
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
+        access = getattr(record, "access", None)
+        if access is not None:
+            text += " " + " ".join(f"{name}={value}" for name, value in access.items()
+                                   if name not in ("method", "path", "status"))
         request_id = REQUEST_ID.get()
         return f"{text} [request {request_id}]" if request_id is not None else text
 

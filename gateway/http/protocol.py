@@ -23,7 +23,7 @@ import httptools
 from ..errors import BadRequest, ExpectationFailed, GatewayError, HeadersTooLarge, InternalError, UriTooLong
 from .body import RequestBody
 from .reply import ClientGone, Reply
-from .request import Headers, RawFields, Request
+from .request import AccessNote, Headers, RawFields, Request
 from .response import error_response
 
 log = logging.getLogger("gateway")
@@ -300,6 +300,8 @@ class HttpProtocol(asyncio.Protocol):
                           b"".join(self._url).decode("utf-8", "surrogateescape"), version,
                           Headers(self._fields, self._first), self._peer, self._scheme, body,
                           keep_alive=parser.should_keep_alive(), upgrade=upgrade)
+        if self._log_access:
+            request.access = AccessNote(self._loop.time(), self._peer)
         self._last = request
         if self._busy:
             self._queue.append(request)
@@ -372,6 +374,9 @@ class HttpProtocol(asyncio.Protocol):
                 self._done(request, reply)
 
     def _fail(self, reply: Reply, error: GatewayError) -> None:
+        if log.isEnabledFor(logging.DEBUG):  # why a request was refused: server.log_level DEBUG answers it
+            log.debug("answered %d: %s%s", error.status, error.message,
+                      f" ({error.reason})" if error.reason else "")
         if self.closed:
             return
         if reply.started:
@@ -381,9 +386,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def _done(self, request: Request, reply: Reply) -> None:
         self._busy = False
-        if self._log_access:
-            access_log.info('%s "%s %s HTTP/%s" %d %d', self._peer, request.method, request.path,
-                            request.version, reply.status, reply.sent)
+        note = request.access
+        if note is not None:
+            access_log.info("%s %s %d", request.method, request.path, reply.status, extra={"access": {
+                "client": note.client, "method": request.method, "path": request.path, "route": note.route,
+                "status": reply.status, "user_id": note.user_id, "upstream": note.upstream, "target": note.target,
+                "duration_ms": round((self._loop.time() - note.started) * 1000, 3), "bytes_sent": reply.sent}})
         if reply.took_over or self.closed:
             return
         if not reply.finished:

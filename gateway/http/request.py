@@ -30,9 +30,24 @@ class Headers:
         return [value.decode("utf-8", "surrogateescape") for field, value in self.raw if field.lower() == wanted]
 
 
+class AccessNote:
+    """What the access log says of a request beyond its head; the stages fill it in as they learn it (only
+    when `server.access_log` is on: then the request has one)."""
+
+    __slots__ = ("started", "client", "route", "user_id", "upstream", "target")
+
+    def __init__(self, started: float, client: str) -> None:
+        self.started = started
+        self.client = client  # the peer, or the client behind a trusted proxy
+        self.route: str | None = None  # the route's configured path, never the request's
+        self.user_id: int | None = None
+        self.upstream: str | None = None
+        self.target: str | None = None
+
+
 class Request:
     __slots__ = ("method", "path", "query", "version", "headers", "peer", "scheme", "body", "keep_alive",
-                 "upgrade")
+                 "upgrade", "access")
 
     def __init__(self, method: str, target: str, version: str, headers: Headers, peer: str, scheme: str,
                  body: RequestBody, *, keep_alive: bool, upgrade: bool) -> None:
@@ -45,3 +60,4 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self.upgrade = upgrade  # llhttp saw Connection: upgrade with an Upgrade field (or CONNECT)
+        self.access: AccessNote | None = None

@@ -27,9 +27,9 @@ def must_authorize() -> Unauthorized:
     return Unauthorized(headers=_CHALLENGE)
 
 
-def _invalid(mode: AuthMode) -> Unauthorized:
+def _invalid(mode: AuthMode, reason: str) -> Unauthorized:
     message = "Token has some errors." if mode == _OPTIONAL else "User must be authorized."
-    return Unauthorized(message, headers=_INVALID_CHALLENGE)
+    return Unauthorized(message, headers=_INVALID_CHALLENGE, reason=reason)
 
 
 class Authenticator:
@@ -42,14 +42,18 @@ class Authenticator:
 
     def claims_of(self, header: str | None) -> Claims | None:
         """The claims of the bearer token in an Authorization header: None when it has none, or one that
-        is malformed, badly signed or expired. The one place a token becomes claims."""
-        token = bearer_token(header)
-        if token is None:
-            return None
+        is malformed, badly signed or expired."""
         try:
-            return self.tokens.verify(token)
+            return self._verify(header)
         except InvalidToken:
             return None
+
+    def _verify(self, header: str | None) -> Claims:
+        """The one place a token becomes claims; InvalidToken says why not."""
+        token = bearer_token(header)
+        if token is None:
+            raise InvalidToken("no Bearer token in Authorization")
+        return self.tokens.verify(token)
 
     def authenticate(self, header: str | None, mode: AuthMode) -> Claims | None:
         if mode == _PUBLIC:
@@ -58,10 +62,10 @@ class Authenticator:
             if mode == _OPTIONAL:
                 return None
             raise must_authorize()
-        claims = self.claims_of(header)
-        if claims is None:
-            raise _invalid(mode)
-        return claims
+        try:
+            return self._verify(header)
+        except InvalidToken as exc:
+            raise _invalid(mode, str(exc)) from None
 
     def authorized(self, claims: Claims, mode: AuthMode) -> bool:
         """The checks that need no I/O: raises when they refuse, True when they allow, False when the user's
@@ -69,7 +73,7 @@ class Authenticator:
         if claims.refresh:
             raise Forbidden("Do not use refresh token.")
         if self.revoked(claims):
-            raise _invalid(mode)
+            raise _invalid(mode, "revoked")
         enabled = self.status.cached(claims.user_id)
         if enabled is None:
             return False

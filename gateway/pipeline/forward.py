@@ -103,6 +103,8 @@ class _Exchange:
             target = balancer.pick(tried) or (balancer.pick() if same_target_ok else None)
             if target is None:
                 raise self.upstream.no_healthy_target()
+            if self.request.access is not None:
+                self.request.access.target = target.url
             tried.append(target)
             target.active += 1
             try:

@@ -42,6 +42,11 @@ class Pipeline:
         route = self._routes.match(path)
         if route is None:
             raise NotFound("No route matches this path.")
+        note = request.access
+        if note is not None:  # the access log is on
+            note.route, note.upstream = route.path, route.upstream.name
+            if self._client_ip.trusted:
+                note.client = self._client_ip(request)
         mode = route.mode(method)
         authenticator = self._authenticator
         claims = authenticator.authenticate(authorization, mode)
@@ -50,19 +55,21 @@ class Pipeline:
             if not authenticator.authorized(claims, mode):  # the user's status is not cached
                 await authenticator.status_allows(claims)
             user_id = claims.user_id
+            if note is not None:
+                note.user_id = user_id
         if route.limits:
             await self._limits.route(route.path, route.limits, self._client_ip(request), user_id)
         return Admission(route, user_id)
 
     async def proxy(self, request: Request, reply: Reply, path: str) -> None:
         headers = request.headers
+        req_id = self._request_ids(headers.get("X-Request-Id"))
+        REQUEST_ID.set(req_id)  # every log record from here on carries it, a refusal's too
         admission = await self.admit(request, request.method, path, headers.get("Authorization"))
         route = admission.route
         limit = route.body_limit
         if limit is not None and (request.body.length or 0) > limit:
             raise PayloadTooLarge()
-        req_id = self._request_ids(headers.get("X-Request-Id"))
-        REQUEST_ID.set(req_id)  # every log record from here on carries it
         fields = upstream_request_fields(
             headers.raw,
             user_id=admission.user_id,

@@ -318,3 +318,37 @@ async def test_log_lines_are_json_with_the_request_id_or_text(tmp_path: Path, lo
     failed = [r for r in records if r["message"].startswith("upstream news failed")]
     assert failed and failed[0]["request_id"] == request_id and failed[0]["level"] == "WARNING"
     assert not any("request_id" in r for r in records if r["message"].startswith("listening on"))
+
+
+async def test_the_access_log_and_the_reason_for_a_refusal(tmp_path: Path, stub: str) -> None:
+    """One access record per request with its route, user, upstream and target; at DEBUG, why a request
+    was refused; never a token, a query string or a code."""
+    from tests.factories import make_token
+
+    raw = gateway_raw(stub, tmp_path, access_log=True, log_level="DEBUG")
+    gateway = Running(tmp_path, raw)
+    expired = make_token(4242, ttl=-60)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gateway.url}/v1_0/channels?secret=s3cret-query") as resp:
+                assert resp.status == 200
+                ok_id = resp.headers["X-Request-Id"]
+            async with session.get(f"{gateway.url}/v1_0/user/profile",
+                                   headers={"Authorization": f"Bearer {expired}"}) as resp:
+                assert resp.status == 401
+                refused_id = resp.headers["X-Request-Id"]
+        assert gateway.stop() == 0
+    finally:
+        gateway.stop()
+    records = gateway.records()
+    access = {r["request_id"]: r for r in records if r["logger"] == "gateway.access"}
+    ok = access[ok_id]
+    assert (ok["method"], ok["path"], ok["route"], ok["status"], ok["user_id"], ok["upstream"], ok["target"]) == \
+        ("GET", "/v1_0/channels", "/v1_0/channels", 200, None, "news", stub)
+    assert ok["client"] == "127.0.0.1" and ok["bytes_sent"] > 0 and ok["duration_ms"] >= 0
+    refused = access[refused_id]
+    assert (refused["route"], refused["status"], refused["target"]) == ("/", 401, None)
+    why = [r["message"] for r in records if r.get("request_id") == refused_id and r["level"] == "DEBUG"]
+    assert "answered 401: User must be authorized. (expired)" in why, why
+    text = gateway.log.read_text()
+    assert "s3cret-query" not in text and expired not in text and expired.split(".")[2] not in text
