@@ -155,3 +155,16 @@ async def gateway_for(make_gateway: Any, targets: list[Any], routes: list[dict[s
     if routes is not None:
         raw["routes"] = routes
     return await make_gateway(parse_config(raw, env={}))
+
+
+class Heard:
+    """A status listener that writes down what it is told: a user's id, or "all"."""
+
+    def __init__(self) -> None:
+        self.heard: list[object] = []
+
+    def forget(self, user_id: int) -> None:
+        self.heard.append(user_id)
+
+    def forget_all(self) -> None:
+        self.heard.append("all")

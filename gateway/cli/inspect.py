@@ -22,7 +22,7 @@ from ..claims import Claims
 from ..config import Config
 from ..errors import ServiceUnavailable
 from ..stores.databases import open_user_store
-from ..stores.kv import connect_redis
+from ..stores.kv import open_redis
 from ..stores.revocation import RedisRevocations
 
 # InvalidToken's reasons, as an operator reads them
@@ -106,18 +106,15 @@ async def _state(config: Config, claims: Claims, out: TextIO) -> list[str]:
     if config.redis.embedded:
         print("revocation: not checked (memory:// revocations live in the gateway's process)", file=out)
     else:
-        primary, replica = connect_redis(config.redis)
-        try:
+        async with open_redis(config.redis) as (primary, _):
             revocations = RedisRevocations(primary, config.jwt.refresh_ttl)
-            await revocations.load_once()
-            if revocations.is_revoked(claims):
-                problems.append("revoked: its session was logged out, or every session of the user ended")
-        except ServiceUnavailable:
-            problems.append("revocation: Redis unavailable, cannot tell (the gateway answers 503)")
-        finally:
-            await primary.aclose()
-            if replica is not None:
-                await replica.aclose()
+            try:
+                await revocations.load_once()
+            except ServiceUnavailable:
+                problems.append("revocation: Redis unavailable, cannot tell (the gateway answers 503)")
+            else:
+                if revocations.is_revoked(claims):
+                    problems.append("revoked: its session was logged out, or every session of the user ended")
     try:
         users = await open_user_store(config.database.url, 1)
     except ServiceUnavailable:

@@ -14,7 +14,7 @@ from ..auth.passwords import MAX_PASSWORD_BYTES, Passwords
 from ..config import Config
 from ..errors import ServiceUnavailable
 from ..stores.databases import open_user_store
-from ..stores.kv import connect_redis
+from ..stores.kv import open_redis
 from ..stores.revocation import RedisRevocations
 from ..stores.users import STATUS_DISABLED, STATUS_ENABLED, User, UserStore
 
@@ -86,10 +86,5 @@ async def _act(config: Config, users: UserStore, action: str, who: str, stdin: T
 
 
 async def _publish(config: Config, act: Callable[[RedisRevocations], Awaitable[None]]) -> None:
-    redis, replica = connect_redis(config.redis)
-    try:
+    async with open_redis(config.redis) as (redis, _):
         await act(RedisRevocations(redis, config.jwt.refresh_ttl))
-    finally:
-        await redis.aclose()
-        if replica is not None:
-            await replica.aclose()

@@ -6,9 +6,8 @@ with the same expiry behaviour, so a store is written once for both.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio import Redis
@@ -16,9 +15,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from ..config.model import RedisConfig
-from . import StoreUnavailable
-
-log = logging.getLogger("gateway.stores.kv")
+from . import unavailable_on
 
 
 class KeyValue(Protocol):
@@ -117,13 +114,8 @@ class RedisKV:
             return await self._client.delete(*names)
 
 
-@contextlib.contextmanager
-def _unavailable() -> Iterator[None]:
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        log.error("redis unavailable: %s", type(exc).__name__)
-        raise StoreUnavailable() from None
+def _unavailable() -> contextlib.AbstractContextManager[None]:
+    return unavailable_on((RedisError, OSError), "redis")
 
 
 _TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
@@ -144,3 +136,14 @@ def connect_redis(config: RedisConfig) -> tuple[Redis, Redis | None]:
     return (sentinel.master_for(service, decode_responses=True, db=db, password=password),
             sentinel.slave_for(service, decode_responses=True, db=db, password=password))
 
+
+@contextlib.asynccontextmanager
+async def open_redis(config: RedisConfig) -> AsyncIterator[tuple[Redis, Redis | None]]:
+    """connect_redis's clients, closed when done: for the operator's commands."""
+    primary, replica = connect_redis(config)
+    try:
+        yield primary, replica
+    finally:
+        await primary.aclose()
+        if replica is not None:
+            await replica.aclose()

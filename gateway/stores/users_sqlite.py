@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sqlite3
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import aiosqlite
 
-from . import StoreUnavailable, schema
+from . import StoreUnavailable, schema, unavailable_on
 from .users import USER_COLUMNS, User, UserLookups, user_from_row, utcnow
-
-log = logging.getLogger("gateway.stores.users")
 
 
 def sqlite_path(url: str) -> str:
@@ -26,14 +23,9 @@ def sqlite_path(url: str) -> str:
     return path or ":memory:"
 
 
-@contextlib.contextmanager
-def _unavailable_on_error() -> Iterator[None]:
-    """SQLite's errors (a locked, full or unreadable file) are StoreUnavailable above this module."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        log.error("database unavailable: %s", exc)
-        raise StoreUnavailable() from None
+def _unavailable_on_error() -> contextlib.AbstractContextManager[None]:
+    """SQLite's errors: a locked, full or unreadable file."""
+    return unavailable_on((sqlite3.Error,), "database")
 
 
 class SQLiteUserStore(UserLookups):

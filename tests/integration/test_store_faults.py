@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
-from tests.factories import MOBILE, make_config
+from tests.factories import MOBILE, Heard, make_config
 from tests.servers import MariaDBProcess, RedisProcess
 
 pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
@@ -99,19 +99,13 @@ async def test_a_revocation_list_loaded_from_redis_tells_listeners_to_forget_eve
     """What was cached about users may be older than the list just loaded (after a lost subscription)."""
     from gateway.stores.revocation import RedisRevocations
 
-    heard: list[object] = []
-
-    class Listener:
-        def forget(self, user_id: int) -> None:
-            heard.append(user_id)
-
-        def forget_all(self) -> None:
-            heard.append("all")
+    listener = Heard()
+    heard = listener.heard
 
     client = aioredis.from_url(real_redis_url, decode_responses=True)
     await client.publish("gw:events", "status:nope")  # nobody listens yet
     revocations = RedisRevocations(client, 3600)
-    revocations.on_status_change(Listener())
+    revocations.on_status_change(listener)
     listening = asyncio.create_task(revocations.listen())
     try:
         assert await revocations.wait_until_fresh(timeout=5)

@@ -5,6 +5,7 @@ import asyncio
 
 from gateway.claims import Claims
 from gateway.stores.revocation import Entry, MemoryRevocations, RevocationList
+from tests.factories import Heard
 
 
 def claims(user_id: int = 7, sid: str = "s1", iat: float = 100.0, family: str = "") -> Claims:
@@ -30,17 +31,6 @@ def test_the_list_keeps_the_latest_not_before_and_drops_what_no_longer_matters()
     now[0] = 1300.0
     revoked.add(Entry.session("s10", 3000.0))  # adding prunes: s9 can no longer matter
     assert not revoked.is_revoked(claims(sid="s9", iat=999.0))
-
-
-class Heard:
-    def __init__(self) -> None:
-        self.heard: list[object] = []
-
-    def forget(self, user_id: int) -> None:
-        self.heard.append(user_id)
-
-    def forget_all(self) -> None:
-        self.heard.append("all")
 
 
 def test_status_listeners_hear_of_one_user_until_they_leave() -> None:
