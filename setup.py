@@ -18,6 +18,7 @@ setup(
         "PyYAML>=6.0",
         "argon2-cffi>=23.1",
         "limits>=4.2",
+        "prometheus-client>=0.21",  # the text format of /metrics
         "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={

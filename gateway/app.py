@@ -15,6 +15,7 @@ from typing import AsyncIterator
 
 import aiohttp
 
+from .admin.readiness import Probe
 from .auth.last_login import LastLogins
 from .auth.login import Logins
 from .auth.passwords import Passwords
@@ -31,12 +32,14 @@ from .http.reply import Reply
 from .http.request import Request
 from .ids import IdWorker
 from .logs import REQUEST_ID
+from .metrics import GaugeValues, Metrics
 from .paths import normalize_path
 from .pipeline.authenticate import Authenticator
 from .pipeline.forward import Forwarder
 from .pipeline.forward_auth import ForwardAuth
 from .pipeline.match import Route, RouteTable, resolve_all
 from .pipeline.mutate import RequestIds
+from .pipeline.observe import RequestObserver
 from .pipeline.stages import Pipeline
 from .proxy.health import HealthChecker
 from .ratelimit import RateLimits
@@ -53,23 +56,47 @@ log = logging.getLogger("gateway")
 
 class Gateway:
     def __init__(self, own: OwnEndpoints, pipeline: Pipeline, *, users: UserStore, tokens: TokenService,
-                 ids: IdWorker, authenticator: Authenticator) -> None:
+                 ids: IdWorker, authenticator: Authenticator, forwarder: Forwarder, kv: KeyValue | None,
+                 observe: RequestObserver) -> None:
         self._own = own
         self._pipeline = pipeline
+        self._forwarder = forwarder
+        self._kv = kv  # the shared Redis; None on memory://
+        self.observe = observe
         # for the tests, which reach the stores and the token service of a gateway they started
         self.users = users
         self.tokens = tokens
         self.ids = ids
         self.authenticator = authenticator
 
+    def probes(self) -> dict[str, Probe]:
+        """What /readyz asks: Redis (unless embedded), the database, and each upstream (a healthy target)."""
+        probes: dict[str, Probe] = {}
+        if self._kv is not None:
+            probes["redis"] = self._kv.ping
+        probes["database"] = self.users.ping
+        for name, upstream in self._forwarder.upstreams.items():
+            probes[f"upstream {name}"] = upstream.any_available
+        return probes
+
+    def gauges(self) -> GaugeValues:
+        return {
+            "gateway_upstream_target_healthy": [
+                ((name, target.url), float(target.available()))
+                for name, upstream in self._forwarder.upstreams.items() for target in upstream.targets],
+            "gateway_revocation_in_sync": [((), float(self.authenticator.revocations.fresh))],
+            "gateway_token_cache_size": [((), float(self.tokens.cache_size))],
+        }
+
     async def handle(self, request: Request, reply: Reply) -> None:
         """The stores turn their drivers' errors into StoreUnavailable (503), which fails closed like any
         GatewayError: nothing here needs to know which driver a store uses."""
         REQUEST_ID.set(None)  # until the pipeline gives this request its id
         path = normalize_path(_origin_path(request.path))
-        endpoint = self._own.match(request.method, path)
-        if endpoint is not None:
-            reply.send(await endpoint(request))
+        own = self._own.match(path)
+        if own is not None:
+            request.note.route = own.route  # forward-auth: until the route it checks is matched
+            reply.send(await own.endpoint(request.method)(request))
         else:
             await self._pipeline.proxy(request, reply, path)
 
@@ -107,30 +134,35 @@ class EmbeddedStores:
 
 
 @contextlib.asynccontextmanager
-async def open_gateway(config: Config, embedded: EmbeddedStores | None = None) -> AsyncIterator[Gateway]:
-    """`embedded`: the process's memory:// state, when the configuration uses it (a new one otherwise)."""
+async def open_gateway(config: Config, embedded: EmbeddedStores | None = None, metrics: Metrics | None = None
+                       ) -> AsyncIterator[Gateway]:
+    """`embedded`: the process's memory:// state, when the configuration uses it (a new one otherwise);
+    `metrics`: the process's, which outlive a generation (new ones otherwise)."""
+    metrics = metrics or Metrics(enabled=config.admin is not None)
     async with contextlib.AsyncExitStack() as stack:
         stores = await stack.enter_async_context(_key_value_stores(config, embedded))
         users = await stack.enter_async_context(_user_store(config))
         last_logins = await stack.enter_async_context(_last_logins(users))
-        forwarder, routes = await stack.enter_async_context(_upstreams(config))
+        forwarder, routes = await stack.enter_async_context(_upstreams(config, metrics))
         tokens = TokenService(config.jwt)
         ids = IdWorker(config.ids.datacenter_id, config.ids.worker_id)
         client_ip = ClientIp(config.server.trusted_proxies)
         status = UserStatusCache(users, config.revocation.user_status_cache_ttl)
         stores.revocations.on_status_change(status)
         stack.callback(stores.revocations.off_status_change, status)  # the store may outlive this generation
-        authenticator = Authenticator(tokens, stores.revocations, status,
+        authenticator = Authenticator(tokens, stores.revocations, status, decisions=metrics.auth_decisions,
                                       fail_open=config.revocation.on_redis_down == "allow")
         logins = Logins(users, stores.codes, Passwords(), stores.limits, stores.failures, last_logins, ids, config.sms,
                         config.limits)
         sessions = Sessions(tokens, stores.revocations, stores.kv, config.jwt)
         auth = AuthEndpoints(config, tokens=tokens, logins=logins, sessions=sessions, authenticator=authenticator,
                              users=users, codes=stores.codes, sms=make_sender(config.sms.sender),
-                             limits=stores.limits, client_ip=client_ip)
+                             limits=stores.limits, client_ip=client_ip, metrics=metrics)
         pipeline = Pipeline(routes, authenticator, stores.limits, client_ip, RequestIds(), forwarder)
         own = OwnEndpoints(auth, ForwardAuth(pipeline, client_ip))
-        yield Gateway(own, pipeline, users=users, tokens=tokens, ids=ids, authenticator=authenticator)
+        yield Gateway(own, pipeline, users=users, tokens=tokens, ids=ids, authenticator=authenticator,
+                      forwarder=forwarder, kv=None if config.redis.embedded else stores.kv,
+                      observe=RequestObserver(metrics, log_access=config.server.access_log))
 
 
 @contextlib.asynccontextmanager
@@ -182,8 +214,8 @@ async def _last_logins(users: UserStore) -> AsyncIterator[LastLogins]:
 
 
 @contextlib.asynccontextmanager
-async def _upstreams(config: Config) -> AsyncIterator[tuple[Forwarder, RouteTable[Route]]]:
-    forwarder = Forwarder(config.upstreams)
+async def _upstreams(config: Config, metrics: Metrics) -> AsyncIterator[tuple[Forwarder, RouteTable[Route]]]:
+    forwarder = Forwarder(config.upstreams, metrics.upstream_requests)
     routes = RouteTable(resolve_all(config.routes, forwarder.upstreams))
     connector = aiohttp.TCPConnector(limit=len(forwarder.upstreams) * 4 or 4, enable_cleanup_closed=True)
     session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())  # health checks

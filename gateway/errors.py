@@ -4,6 +4,7 @@
     ├── BadRequest               400
     ├── Unauthorized             401  (carries WWW-Authenticate)
     ├── Forbidden                403
+    │   └── UserDisabled         403  (the user is disabled)
     ├── NotFound                 404
     ├── MethodNotAllowed         405
     ├── RequestTimeout           408
@@ -54,6 +55,10 @@ class Forbidden(GatewayError):
     message = "Forbidden."
 
 
+class UserDisabled(Forbidden):
+    """The user exists but is disabled: at login, at refresh, or on a proxied request."""
+
+
 class NotFound(GatewayError):
     status = 404
     message = "Not found."
@@ -93,8 +98,9 @@ class TooManyRequests(GatewayError):
     status = 429
     message = "Too many requests."
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, limit: str = "login_failures") -> None:
         super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+        self.limit = limit  # which limit was spent: for the metrics, never sent
 
 
 class InternalError(GatewayError):

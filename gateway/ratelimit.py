@@ -22,7 +22,7 @@ class RateLimits:
         for limit in limits:
             retry_after = await self._limiter.hit(limit.rate, scope, limit.key, values[limit.key])
             if retry_after is not None:
-                raise TooManyRequests(retry_after)
+                raise TooManyRequests(retry_after, scope)
 
     async def sms(self, ip: str, mobile: str) -> None:
         await self._spend("sms", self._config.sms, {"ip": ip, "mobile": mobile})

@@ -6,7 +6,7 @@ is proven, and both count failures against the same per-subject limit.
 from __future__ import annotations
 
 from ..config import LimitsConfig, SmsConfig
-from ..errors import BadRequest, Forbidden, TooManyRequests
+from ..errors import BadRequest, TooManyRequests, UserDisabled
 from ..ids import IdWorker
 from ..ratelimit import RateLimits
 from ..stores.codes import CodeStore
@@ -42,7 +42,7 @@ class Logins:
         if user is None:
             return await self._users.register(self._ids.next_id(), mobile)
         if not user.enabled:
-            raise Forbidden("Invalid user.")
+            raise UserDisabled("Invalid user.")
         self._last_logins.note(user.user_id)
         return user
 
@@ -58,7 +58,7 @@ class Logins:
             raise BadRequest("Invalid account or password.")
         assert user is not None and user.password is not None
         if not user.enabled:
-            raise Forbidden("Invalid user.")
+            raise UserDisabled("Invalid user.")
         if self._passwords.needs_rehash(user.password):
             await self._users.set_password(user.user_id, self._passwords.hash(password))
         self._last_logins.note(user.user_id)

@@ -57,7 +57,12 @@ def _signer() -> jwt.PyJWS:
 
 
 class InvalidToken(Exception):
-    """Malformed, badly signed, expired, not yet valid, or with claims of the wrong type."""
+    """Malformed, badly signed, expired, not yet valid, or with claims of the wrong type. `kind` sorts the
+    reason for the metrics: malformed, bad_signature or expired."""
+
+    def __init__(self, reason: str, kind: str = "malformed") -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,10 @@ class TokenService:
         body = json.dumps(payload, separators=(",", ":")).encode()  # as jwt.encode makes it
         return self._jws.encode(body, key.signing, algorithm=key.algorithm, headers={"kid": key.kid})
 
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
     def issue_pair(self, user_id: int, sid: str | None = None) -> TokenPair:
         sid = sid or new_id()
         return TokenPair(self.issue(user_id, refresh=False, sid=sid), self.issue(user_id, refresh=True, sid=sid))
@@ -114,7 +123,7 @@ class TokenService:
             if claims.exp + self._leeway > now:
                 return claims
             del self._cache[token]
-            raise InvalidToken("expired")
+            raise InvalidToken("expired", "expired")
         claims = self._decode(token, now)
         if self._cache_size:
             if len(self._cache) >= self._cache_size:
@@ -143,7 +152,7 @@ class TokenService:
         kid = header.get("kid")
         key = self._kidless if kid is None else self._by_kid.get(kid) if isinstance(kid, str) else None
         if key is None or header.get("alg") != key.algorithm:
-            raise InvalidToken("unknown kid or algorithm")
+            raise InvalidToken("unknown kid or algorithm", "bad_signature")
         return key
 
     def _decode(self, token: str, now: float) -> Claims:
@@ -162,7 +171,8 @@ class TokenService:
                 },
             )
         except jwt.PyJWTError as exc:
-            raise InvalidToken(type(exc).__name__) from None
+            kind = "bad_signature" if isinstance(exc, jwt.InvalidSignatureError) else "malformed"
+            raise InvalidToken(type(exc).__name__, kind) from None
         if not config.accept_legacy_tokens and not _has_jti(payload):
             raise InvalidToken("no jti: made before the switch, and jwt.accept_legacy_tokens is off")
         return _claims(payload, now, self._leeway, token)
@@ -173,7 +183,7 @@ def _claims(payload: dict[str, Any], now: float, leeway: float, token: str) -> C
     if exp is None:
         raise InvalidToken("exp is not a number")
     if exp + leeway <= now:
-        raise InvalidToken("expired")
+        raise InvalidToken("expired", "expired")
     for name in ("nbf", "iat"):
         if name in payload:
             value = _number(payload[name])

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return token_command(config, args.token)
     return _run(config, dev=dev, worker=getattr(args, "worker", None), listen_fd=getattr(args, "listen_fd", None),
-                table_fd=getattr(args, "table_fd", None))
+                table_fd=getattr(args, "table_fd", None), metrics_dir=getattr(args, "metrics_dir", None))
 
 
 def _print_problems(source: str, exc: ConfigError) -> None:
@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--table-fd", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--metrics-dir", default=None, help=argparse.SUPPRESS)
     sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
     sub.add_parser("migrate", parents=[common], help="create the user tables (idempotent)")
     users = sub.add_parser("users", parents=[common], help="set-password, revoke, disable or enable a user")
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None = None,
-         table_fd: int | None = None) -> int:
+         table_fd: int | None = None, metrics_dir: str | None = None) -> int:
     logs.configure(config.server.log_level, config.server.log_format)
     log = logging.getLogger("gateway")
     if config.jwt.generated and not worker:
@@ -103,7 +104,8 @@ def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None
     if workers > 1 and worker is None:
         from ..server.supervisor import Supervisor
 
-        return Supervisor(config, dev=dev).run()
+        with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+            return runner.run(Supervisor(config, dev=dev).run())
     from ..server.listener import WorkerTable
     from ..server.serving import Server, bind, with_worker_id
 
@@ -112,7 +114,8 @@ def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None
         table: WorkerTable | None = WorkerTable(table_fd, worker)
     else:
         sock, table = bind(config.server.host, config.server.port), None
-    server = Server(with_worker_id(config, worker or 0), dev=dev, worker=worker or 0, table=table)
+    server = Server(with_worker_id(config, worker or 0), dev=dev, worker=worker or 0, table=table,
+                    metrics_dir=metrics_dir)
     with asyncio.Runner(loop_factory=_new_event_loop) as runner:
         try:
             runner.run(server.run(sock))

@@ -56,6 +56,15 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """`admin`: the listener of /metrics, /healthz and /readyz (absent: none)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8001
+    probe_timeout: float = 1.0  # each readiness probe answers within this or counts as failing
+
+
+@dataclass(frozen=True)
 class JwtKey:
     """One key of `jwt.keys`. `signing` is None for a verify-only (public) key."""
 
@@ -231,6 +240,7 @@ class RouteConfig:
 class Config:
     jwt: JwtConfig
     server: ServerConfig = field(default_factory=ServerConfig)
+    admin: AdminConfig | None = None
     redis: RedisConfig = field(default_factory=RedisConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     ids: IdsConfig = field(default_factory=IdsConfig)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from ..paths import normalize_route_path
 from .jwtkeys import read_keys
 from .model import (
+    AdminConfig,
     AuthMode,
     Config,
     DatabaseConfig,
@@ -31,7 +32,7 @@ from .upstreams import size, timeouts, upstreams_section
 SMS_SENDERS = ("log",)
 MAX_CODE_TTL = 600  # NIST SP 800-63B: an out-of-band secret lives 10 minutes at most
 DEFAULT_SMS_LIMITS = [{"rate": "1/minute", "key": "mobile"}, {"rate": "100/hour", "key": "ip"}]
-TOP_LEVEL = {"server", "jwt", "redis", "database", "ids", "sms", "limits", "revocation", "upstreams", "routes"}
+TOP_LEVEL = {"server", "admin", "jwt", "redis", "database", "ids", "sms", "limits", "revocation", "upstreams", "routes"}
 
 
 def read_config(reader: Reader, raw: dict[str, Any], dev: bool) -> Config:
@@ -39,6 +40,7 @@ def read_config(reader: Reader, raw: dict[str, Any], dev: bool) -> Config:
     upstreams = upstreams_section(reader, raw.get("upstreams"))
     config = Config(
         server=server(reader, raw.get("server")),
+        admin=admin(reader, raw.get("admin")),
         jwt=jwt(reader, raw.get("jwt"), dev),
         redis=redis(reader, raw.get("redis")),
         database=database(reader, raw.get("database")),
@@ -51,7 +53,26 @@ def read_config(reader: Reader, raw: dict[str, Any], dev: bool) -> Config:
         warnings=tuple(reader.warnings),
     )
     check_workers(reader, config)
+    check_admin(reader, config)
     return config
+
+
+def admin(reader: Reader, raw: Any) -> AdminConfig | None:
+    if raw is None:
+        return None
+    block = reader.section(raw, "admin", {"host", "port", "probe_timeout"})
+    return AdminConfig(
+        host=reader.string(block, "host", "admin", "127.0.0.1") or "127.0.0.1",
+        port=reader.integer(block, "port", "admin", 8001, 0, 65535),
+        probe_timeout=reader.duration(block, "probe_timeout", "admin", 1.0),
+    )
+
+
+def check_admin(reader: Reader, config: Config) -> None:
+    admin, server = config.admin, config.server
+    if admin is not None and admin.port != 0 and admin.port == server.port:
+        reader.problem("admin.port", f"is the public listener's port ({server.port}): the admin listener needs "
+                                     f"its own, so that no route can reach or shadow it")
 
 
 def check_workers(reader: Reader, config: Config) -> None:

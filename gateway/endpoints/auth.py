@@ -1,10 +1,11 @@
 """The endpoints the gateway serves itself: SMS code, login, refresh, logout, JWKS."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
 from ..auth.login import Logins
@@ -16,9 +17,10 @@ from ..auth.tokens import TokenService
 from ..claims import Claims
 from ..client_ip import ClientIp
 from ..config import Config
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest, UserDisabled
 from ..http.request import Request
 from ..http.response import Response, json_response
+from ..metrics import Counter, Metrics, result_of
 from ..pipeline.authenticate import Authenticator, must_authorize
 from ..ratelimit import RateLimits
 from ..stores.codes import CodeStore
@@ -31,8 +33,9 @@ MAX_JSON_BODY = 16 * 1024
 class AuthEndpoints:
     def __init__(self, config: Config, *, tokens: TokenService, logins: Logins, sessions: Sessions,
                  authenticator: Authenticator, users: UserStore, codes: CodeStore, sms: SmsSender,
-                 limits: RateLimits, client_ip: ClientIp) -> None:
+                 limits: RateLimits, client_ip: ClientIp, metrics: Metrics) -> None:
         self._code_ttl = config.sms.code_ttl
+        self._metrics = metrics
         self._jwks = json_response({"keys": [dict(key.public_jwk) for key in config.jwt.keys
                                              if key.public_jwk is not None]},
                                    headers={"Cache-Control": "public, max-age=300"})
@@ -47,6 +50,10 @@ class AuthEndpoints:
         self._client_ip = client_ip
 
     async def send_code(self, request: Request, mobile_segment: str) -> Response:
+        with _counted(self._metrics.sms_codes, ()):
+            return await self._send_code(request, mobile_segment)
+
+    async def _send_code(self, request: Request, mobile_segment: str) -> Response:
         mobile = normalize_mobile(unquote(mobile_segment))
         if mobile is None:
             raise BadRequest("mobile is not a valid mobile number.")
@@ -57,9 +64,15 @@ class AuthEndpoints:
         return json_response({"mobile": mobile})
 
     async def login(self, request: Request) -> Response:
+        method = ["sms"]  # until the body says password
+        with _counted(self._metrics.logins, method):
+            return await self._login(request, method)
+
+    async def _login(self, request: Request, method: list[str]) -> Response:
         body = await read_json(request)
         ip = self._client_ip(request)
         if "password" in body:
+            method[0] = "password"
             password = text_field(body, "password", MAX_PASSWORD_BYTES)
             user = await self._logins.with_password(ip, login_subject(body), password)
         else:
@@ -74,12 +87,16 @@ class AuthEndpoints:
         return json_response({"token": pair.token, "refresh_token": pair.refresh_token}, status=201)
 
     async def refresh(self, request: Request) -> Response:
+        with _counted(self._metrics.refreshes, ()):
+            return await self._refresh(request)
+
+    async def _refresh(self, request: Request) -> Response:
         claims = self._claims_or(request, wrong_refresh_token)
         if not claims.refresh or self._authenticator.revoked(claims):
             raise wrong_refresh_token()
         user = await self._users.get_by_id(claims.user_id)
         if user is None or not user.enabled:
-            raise Forbidden("User denied.")
+            raise UserDisabled("User denied.")
         await self._limits.refresh(self._client_ip(request), claims.user_id)
         return json_response(await self._sessions.refresh(claims), status=201)
 
@@ -97,6 +114,17 @@ class AuthEndpoints:
         if claims is None:
             raise error()
         return claims
+
+
+@contextlib.contextmanager
+def _counted(counter: Counter, labels: list[str] | tuple[()]) -> Iterator[None]:
+    """Count the block's result under `labels` (read once the block is over) and the result label."""
+    try:
+        yield
+    except Exception as exc:
+        counter.inc((*labels, result_of(exc)))
+        raise
+    counter.inc((*labels, "ok"))
 
 
 async def read_json(request: Request) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The paths the gateway answers itself, matched before any route: they are never proxied."""
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, NamedTuple
 
 from ..errors import MethodNotAllowed
 from ..http.request import Request
@@ -23,22 +23,26 @@ class OwnEndpoints:
             "/.well-known/jwks.json": {"GET": auth.jwks},
         }
 
-    def match(self, method: str, path: str) -> Endpoint | None:
-        """The endpoint for a normalized path, or None: the path is the routes' to match.
-        Raises MethodNotAllowed for an own path and a method it does not serve."""
+    def match(self, path: str) -> OwnPath | None:
+        """The gateway's own path for a normalized path, or None: the path is the routes' to match."""
         methods = self._exact.get(path)
         if methods is not None:
-            return _by_method(methods, method)
+            return OwnPath(path, methods)
         if path.startswith(SMS_CODES) and "/" not in path[len(SMS_CODES):] and len(path) > len(SMS_CODES):
             mobile = path[len(SMS_CODES):]
-            return _by_method({"GET": lambda request: self._auth.send_code(request, mobile)}, method)
+            return OwnPath(SMS_CODES + "{mobile}", {"GET": lambda request: self._auth.send_code(request, mobile)})
         if path == FORWARD_AUTH or path.startswith(FORWARD_AUTH + "/"):
-            return self._forward_auth.check
+            return OwnPath(FORWARD_AUTH, {"*": self._forward_auth.check})
         return None
 
 
-def _by_method(methods: dict[str, Endpoint], method: str) -> Endpoint:
-    endpoint = methods.get(method)
-    if endpoint is None:
-        raise MethodNotAllowed(headers={"Allow": ", ".join(methods)})
-    return endpoint
+class OwnPath(NamedTuple):
+    route: str  # as the metrics and the access log name it: the path as documented, {mobile} for the mobile
+    methods: dict[str, Endpoint]  # "*": any method
+
+    def endpoint(self, method: str) -> Endpoint:
+        """Raises MethodNotAllowed for a method this path does not serve."""
+        endpoint = self.methods.get(method) or self.methods.get("*")
+        if endpoint is None:
+            raise MethodNotAllowed(headers={"Allow": ", ".join(self.methods)})
+        return endpoint

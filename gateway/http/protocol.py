@@ -23,13 +23,15 @@ import httptools
 from ..errors import BadRequest, ExpectationFailed, GatewayError, HeadersTooLarge, InternalError, UriTooLong
 from .body import RequestBody
 from .reply import ClientGone, Reply
-from .request import AccessNote, Headers, RawFields, Request
+from .request import Headers, RawFields, Request, RequestNote
 from .response import error_response
 
 log = logging.getLogger("gateway")
-access_log = logging.getLogger("gateway.access")
 
 Handler = Callable[[Request, Reply], Awaitable[None]]
+# Told of every request once it is over: its answer, the error that ended it (if one did), and whether the
+# client went away before it was answered. The access log and the metrics (pipeline/observe.py).
+Observer = Callable[[Request, Reply, "GatewayError | None", bool], None]
 LINGER = 2.0  # seconds to read and drop what a client still sends after its answer
 FIRST_REQUEST_GRACE = 1.0  # seconds a new connection has to send its first request once draining began
 MAX_FIELD = 16 * 1024  # one header field, or the request-target
@@ -85,13 +87,13 @@ class Connections:
 
 class HttpProtocol(asyncio.Protocol):
     def __init__(self, handler: Handler, connections: Connections, *, scheme: str = "http",
-                 keepalive_timeout: float = 75.0, client_timeout: float = 60.0, log_access: bool = False) -> None:
+                 keepalive_timeout: float = 75.0, client_timeout: float = 60.0, observe: Observer | None = None) -> None:
         self._handler = handler
         self.connections = connections
         self._scheme = scheme
         self._keepalive_timeout = keepalive_timeout
         self._client_timeout = client_timeout  # a client that sends none of its body, or takes none of its answer
-        self._log_access = log_access
+        self._observe = observe
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self._peer = ""
@@ -299,9 +301,8 @@ class HttpProtocol(asyncio.Protocol):
         request = Request(parser.get_method().decode("ascii"),
                           b"".join(self._url).decode("utf-8", "surrogateescape"), version,
                           Headers(self._fields, self._first), self._peer, self._scheme, body,
-                          keep_alive=parser.should_keep_alive(), upgrade=upgrade)
-        if self._log_access:
-            request.access = AccessNote(self._loop.time(), self._peer)
+                          RequestNote(time.monotonic(), self._peer), keep_alive=parser.should_keep_alive(),
+                          upgrade=upgrade)
         self._last = request
         if self._busy:
             self._queue.append(request)
@@ -335,8 +336,11 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         request = Request("GET", "/", "1.1", Headers([]), self._peer, self._scheme, self._no_body,
-                          keep_alive=False, upgrade=False)
-        Reply(self, request).send(error_response(error))
+                          RequestNote(time.monotonic(), self._peer), keep_alive=False, upgrade=False)
+        reply = Reply(self, request)
+        reply.send(error_response(error))
+        if self._observe is not None:
+            self._observe(request, reply, error, False)
         self._close(lingering=True)
 
     # -- handling -----------------------------------------------------------------------------------
@@ -361,16 +365,23 @@ class HttpProtocol(asyncio.Protocol):
                 except asyncio.CancelledError:
                     return
             reply = Reply(self, request)
+            error: GatewayError | None = None
+            gone = False
             try:
                 await self._handler(request, reply)
             except ClientGone:
                 log.debug("client went away during %s %s", request.method, request.path)
-            except GatewayError as error:
-                self._fail(reply, error)
+                gone = True
+            except GatewayError as exc:
+                error = exc
+                self._fail(reply, exc)
             except Exception:
                 log.exception("unhandled error on %s %s", request.method, request.path)
-                self._fail(reply, InternalError())
+                error = InternalError()
+                self._fail(reply, error)
             finally:
+                if self._observe is not None:
+                    self._observe(request, reply, error, gone or self.closed and not reply.finished)
                 self._done(request, reply)
 
     def _fail(self, reply: Reply, error: GatewayError) -> None:
@@ -386,12 +397,6 @@ class HttpProtocol(asyncio.Protocol):
 
     def _done(self, request: Request, reply: Reply) -> None:
         self._busy = False
-        note = request.access
-        if note is not None:
-            access_log.info("%s %s %d", request.method, request.path, reply.status, extra={"access": {
-                "client": note.client, "method": request.method, "path": request.path, "route": note.route,
-                "status": reply.status, "user_id": note.user_id, "upstream": note.upstream, "target": note.target,
-                "duration_ms": round((self._loop.time() - note.started) * 1000, 3), "bytes_sent": reply.sent}})
         if reply.took_over or self.closed:
             return
         if not reply.finished:

@@ -30,14 +30,14 @@ class Headers:
         return [value.decode("utf-8", "surrogateescape") for field, value in self.raw if field.lower() == wanted]
 
 
-class AccessNote:
-    """What the access log says of a request beyond its head; the stages fill it in as they learn it (only
-    when `server.access_log` is on: then the request has one)."""
+class RequestNote:
+    """What the access log and the metrics say of a request beyond its head; the stages fill it in as they
+    learn it."""
 
     __slots__ = ("started", "client", "route", "user_id", "upstream", "target")
 
     def __init__(self, started: float, client: str) -> None:
-        self.started = started
+        self.started = started  # time.monotonic() when the head was parsed
         self.client = client  # the peer, or the client behind a trusted proxy
         self.route: str | None = None  # the route's configured path, never the request's
         self.user_id: int | None = None
@@ -47,10 +47,10 @@ class AccessNote:
 
 class Request:
     __slots__ = ("method", "path", "query", "version", "headers", "peer", "scheme", "body", "keep_alive",
-                 "upgrade", "access")
+                 "upgrade", "note")
 
     def __init__(self, method: str, target: str, version: str, headers: Headers, peer: str, scheme: str,
-                 body: RequestBody, *, keep_alive: bool, upgrade: bool) -> None:
+                 body: RequestBody, note: RequestNote, *, keep_alive: bool, upgrade: bool) -> None:
         self.method = method
         self.path, _, self.query = target.partition("?")  # of the request-target as sent
         self.version = version  # "1.1" or "1.0"
@@ -60,4 +60,4 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self.upgrade = upgrade  # llhttp saw Connection: upgrade with an Upgrade field (or CONNECT)
-        self.access: AccessNote | None = None
+        self.note = note

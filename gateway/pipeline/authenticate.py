@@ -12,7 +12,8 @@ from ..auth.tokens import InvalidToken, TokenService, bearer_token
 from ..auth.user_status import UserStatusCache
 from ..claims import Claims
 from ..config.model import AuthMode
-from ..errors import Forbidden, Unauthorized
+from ..errors import Forbidden, Unauthorized, UserDisabled
+from ..metrics import Counter
 from ..stores import StoreUnavailable
 from ..stores.revocation import Revocations
 
@@ -20,6 +21,9 @@ from ..stores.revocation import Revocations
 _PUBLIC, _OPTIONAL = AuthMode.PUBLIC, AuthMode.OPTIONAL
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="toutiao-gateway"'}
 _INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="toutiao-gateway", error="invalid_token"'}
+# gateway_auth_decisions_total's result labels, as the counter's keys
+_OK, _ANONYMOUS, _MISSING, _REFRESH, _REVOKED, _DISABLED = (
+    ("ok",), ("anonymous",), ("missing",), ("refresh_token",), ("revoked",), ("disabled",))
 
 
 def must_authorize() -> Unauthorized:
@@ -34,10 +38,11 @@ def _invalid(mode: AuthMode, reason: str) -> Unauthorized:
 
 class Authenticator:
     def __init__(self, tokens: TokenService, revocations: Revocations, status: UserStatusCache,
-                 *, fail_open: bool = False) -> None:
+                 *, decisions: Counter, fail_open: bool = False) -> None:
         self.tokens = tokens
         self.revocations = revocations
         self.status = status
+        self._decisions = decisions  # gateway_auth_decisions_total, counted here for proxied requests
         self._fail_open = fail_open
 
     def claims_of(self, header: str | None) -> Claims | None:
@@ -57,34 +62,45 @@ class Authenticator:
 
     def authenticate(self, header: str | None, mode: AuthMode) -> Claims | None:
         if mode == _PUBLIC:
+            self._decisions.inc(_ANONYMOUS)
             return None
         if header is None:
             if mode == _OPTIONAL:
+                self._decisions.inc(_ANONYMOUS)
                 return None
+            self._decisions.inc(_MISSING)
             raise must_authorize()
         try:
             return self._verify(header)
         except InvalidToken as exc:
+            self._decisions.inc((exc.kind,))
             raise _invalid(mode, str(exc)) from None
 
     def authorized(self, claims: Claims, mode: AuthMode) -> bool:
         """The checks that need no I/O: raises when they refuse, True when they allow, False when the user's
         status is not cached and must be looked up (`status_allows`)."""
+        decisions = self._decisions
         if claims.refresh:
+            decisions.inc(_REFRESH)
             raise Forbidden("Do not use refresh token.")
         if self.revoked(claims):
+            decisions.inc(_REVOKED)
             raise _invalid(mode, "revoked")
         enabled = self.status.cached(claims.user_id)
         if enabled is None:
             return False
         if not enabled:
-            raise Forbidden("User denied.")
+            decisions.inc(_DISABLED)
+            raise UserDisabled("User denied.")
+        decisions.inc(_OK)
         return True
 
     async def status_allows(self, claims: Claims) -> None:
         """The rest of `authorized`, once it answered False: the user's status, from the store."""
         if not await self.status.enabled(claims.user_id):
-            raise Forbidden("User denied.")
+            self._decisions.inc(_DISABLED)
+            raise UserDisabled("User denied.")
+        self._decisions.inc(_OK)
 
     def revoked(self, claims: Claims) -> bool:
         """Raises StoreUnavailable while the revocation list may be stale (unless configured to allow)."""

@@ -24,6 +24,7 @@ from ..errors import PayloadTooLarge
 from ..http.body import BodyIncomplete, RequestBody
 from ..http.reply import Reply
 from ..http.request import Request
+from ..metrics import Counter
 from ..proxy.balancer import Target
 from ..proxy.transport import (
     ConnectFailed,
@@ -45,8 +46,8 @@ SMALL_BODY = 64 * 1024  # a body of known length up to this size is read first a
 
 
 class Forwarder:
-    def __init__(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
-        self.upstreams = {name: Upstream(cfg) for name, cfg in upstreams.items()}
+    def __init__(self, upstreams: Mapping[str, UpstreamConfig], outcomes: Counter) -> None:
+        self.upstreams = {name: Upstream(cfg, outcomes) for name, cfg in upstreams.items()}
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -103,8 +104,7 @@ class _Exchange:
             target = balancer.pick(tried) or (balancer.pick() if same_target_ok else None)
             if target is None:
                 raise self.upstream.no_healthy_target()
-            if self.request.access is not None:
-                self.request.access.target = target.url
+            self.request.note.target = target.url
             tried.append(target)
             target.active += 1
             try:
@@ -116,8 +116,10 @@ class _Exchange:
                 if retry is None or (retry == "other" and not balancer.candidates(tried)):
                     raise self._error(exc) from None
                 same_target_ok = retry == "same"
+                self.upstream.retried()
                 continue
             target.succeeded()
+            self.upstream.answered()
             self._target = target
             return head
 

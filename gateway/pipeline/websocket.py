@@ -46,6 +46,7 @@ async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs:
                                          server_hostname=pool.server_name)
             side.write(head)
             status = await side.status
+        upstream.answered()
     except TimeoutError:
         side.close()
         raise upstream.timed_out() from None

@@ -7,13 +7,18 @@ from ..config import ConfigError, UpstreamConfig
 from ..config.model import UpstreamTls
 from ..config.tls import upstream_context
 from ..errors import BadGateway, GatewayTimeout, NoHealthyUpstream
+from ..metrics import Counter
 from .balancer import BALANCERS, make_targets
 from .transport import Limit, Pool
 
 
 class Upstream:
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, outcomes: Counter) -> None:
+        """`outcomes`: gateway_upstream_requests_total, counted here (ok, refused, timeout, retried,
+        no_healthy), where each outcome's error is made."""
         self.name = config.name
+        self._outcomes = outcomes
+        self._ok, self._retried = (config.name, "ok"), (config.name, "retried")
         self.config = config
         self.targets = make_targets(config.targets, config.passive)
         self.balancer = BALANCERS[config.balance](self.targets)
@@ -26,9 +31,11 @@ class Upstream:
         return {"upstream": self.name}
 
     def timed_out(self) -> GatewayTimeout:
+        self._outcomes.inc((self.name, "timeout"))
         return GatewayTimeout(f"Upstream {self.name} timed out.", extra=self.errors())
 
     def unavailable(self, **extra: str) -> BadGateway:
+        self._outcomes.inc((self.name, "refused"))
         return BadGateway(f"Upstream {self.name} is unavailable.", extra={**self.errors(), **extra})
 
     def refused_upgrade(self, status: int) -> BadGateway:
@@ -36,7 +43,20 @@ class Upstream:
                           extra={**self.errors(), "upstream_status": str(status)})
 
     def no_healthy_target(self) -> NoHealthyUpstream:
+        self._outcomes.inc((self.name, "no_healthy"))
         return NoHealthyUpstream(extra=self.errors())
+
+    async def any_available(self) -> None:
+        """For /readyz: raises unless a target may be picked."""
+        if not any(target.available() for target in self.targets):
+            raise LookupError(f"upstream {self.name} has no healthy target")
+
+    def answered(self) -> None:
+        """A target answered (any status: the upstream's own errors are its answer)."""
+        self._outcomes.inc(self._ok)
+
+    def retried(self) -> None:
+        self._outcomes.inc(self._retried)
 
     def close(self) -> None:
         for pool in self.pools.values():

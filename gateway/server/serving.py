@@ -18,9 +18,13 @@ import signal
 import socket
 from dataclasses import replace
 
+from ..admin.readiness import Probe, Readiness
+from ..admin.server import AdminServer
+from ..admin.shared import SnapshotWriter
 from ..app import EmbeddedStores, Gateway, open_gateway
 from ..config import Config, ConfigError, load_config
 from ..http.protocol import Connections, HttpProtocol
+from ..metrics import Metrics
 from .listener import BEAT, Listener, WorkerTable
 
 log = logging.getLogger("gateway.server")
@@ -43,11 +47,12 @@ def _listening(sock: socket.socket) -> bool:
 class Generation:
     """One configuration, serving."""
 
-    def __init__(self, config: Config, table: WorkerTable | None = None, embedded: EmbeddedStores | None = None
-                 ) -> None:
+    def __init__(self, config: Config, table: WorkerTable | None = None, embedded: EmbeddedStores | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self._table = table  # one of several workers: connections are taken as the table allows
         self._embedded = embedded  # the process's memory:// state, which outlives a generation
+        self._metrics = metrics  # the process's, likewise
         self._resources = contextlib.AsyncExitStack()
         self._connections = Connections(on_close=table.closed if table is not None else None)
         self._listener: Listener | None = None
@@ -55,7 +60,8 @@ class Generation:
 
     async def start(self, sock: socket.socket) -> None:
         # the gateway's start-up: stores, pools, the revocation list
-        self.gateway = gateway = await self._resources.enter_async_context(open_gateway(self.config, self._embedded))
+        self.gateway = gateway = await self._resources.enter_async_context(
+            open_gateway(self.config, self._embedded, self._metrics))
         if not _listening(sock):
             sock.listen(1024)
         connections, server = self._connections, self.config.server
@@ -65,7 +71,7 @@ class Generation:
         def protocol() -> HttpProtocol:
             return HttpProtocol(gateway.handle, connections, scheme=server.scheme,
                                 keepalive_timeout=server.keepalive_timeout, client_timeout=server.client_timeout,
-                                log_access=server.access_log)
+                                observe=gateway.observe)
 
         self._listener = Listener(sock, protocol, table=self._table, tls=context,
                                   handshake_timeout=server.client_timeout)
@@ -86,37 +92,64 @@ class Generation:
 
 
 class Server:
-    def __init__(self, config: Config, *, dev: bool = False, worker: int = 0, table: WorkerTable | None = None
-                 ) -> None:
+    def __init__(self, config: Config, *, dev: bool = False, worker: int = 0, table: WorkerTable | None = None,
+                 metrics_dir: str | None = None) -> None:
+        """`metrics_dir`: a worker's, where the supervisor reads its metrics (admin/shared.py)."""
         self.config = config
         self.dev = dev
         self.worker = worker
         self._table = table
         self._embedded = EmbeddedStores(config.jwt.refresh_ttl)
+        # counted only where someone can read them: this process's admin listener, or the supervisor's
+        self.metrics = Metrics(enabled=config.admin is not None or metrics_dir is not None)
+        self._snapshots = SnapshotWriter(metrics_dir, self.metrics) if metrics_dir is not None else None
+        self._readiness = Readiness(self._probes, config.admin.probe_timeout if config.admin else 1.0)
+        self.admin: AdminServer | None = None
         self._stopped = asyncio.Event()
         self._reloading = asyncio.Lock()
 
+    def _probes(self) -> dict[str, Probe]:
+        gateway = self._current.gateway
+        return gateway.probes() if gateway is not None else {}
+
+    def _serving(self, generation: Generation) -> None:
+        self._current = generation
+        assert generation.gateway is not None
+        self.metrics.gauges = generation.gateway.gauges
+
     async def run(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        current = Generation(self.config, self._table, self._embedded)
+        current = Generation(self.config, self._table, self._embedded, self.metrics)
         await current.start(sock)
+        self._serving(current)
+        admin = self.config.admin
+        if admin is not None and self._table is None:  # with workers, the supervisor serves it
+            self.admin = AdminServer(admin, self.metrics.snapshot, self._readiness)
+            await self.admin.start()
+            log.info("admin listener on http://%s:%d", admin.host, self.admin.port)
+        snapshots = asyncio.create_task(self._snapshots.run()) if self._snapshots is not None else None
         beating = asyncio.create_task(self._beat()) if self._table is not None else None
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload(sock)))
         loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
         loop.add_signal_handler(signal.SIGINT, self._stopped.set)
-        self._current = current
         # Everything made so far (modules, configuration, pools) lives as long as the process: out of the
         # cyclic collector's sight, a full collection no longer walks it and stalls requests for milliseconds.
         gc.freeze()
         log.info("listening on %s://%s:%d", self.config.server.scheme, *sock.getsockname()[:2])
         await self._stopped.wait()
         log.info("stopping: draining requests in flight for up to %.0fs", self.config.server.shutdown_timeout)
+        self._readiness.draining = True
         if beating is not None:
             beating.cancel()
             assert self._table is not None
             self._table.leave()  # no longer accepting: the other workers take every new connection
         async with self._reloading:
             await self._current.stop()
+        if snapshots is not None and self._snapshots is not None:
+            snapshots.cancel()
+            self._snapshots.write()  # the last counts, for the supervisor
+        if self.admin is not None:
+            await self.admin.stop()
         log.info("stopped")
 
     async def _reload(self, sock: socket.socket) -> None:
@@ -130,7 +163,7 @@ class Server:
             if not self.worker:
                 for warning in config.warnings:
                     log.warning("%s", warning)
-            fresh = Generation(config, self._table, self._embedded)
+            fresh = Generation(config, self._table, self._embedded, self.metrics)
             try:
                 await fresh.start(sock)
             except ConfigError as exc:  # a file read at start (a certificate) changed since it was checked
@@ -141,7 +174,8 @@ class Server:
                 log.exception("reload failed while starting; the running configuration stays")
                 await fresh.stop()
                 return
-            old, self._current, self.config = self._current, fresh, config
+            old, self.config = self._current, config
+            self._serving(fresh)
             log.info("reloaded %s", config.source)
             await old.stop()
 

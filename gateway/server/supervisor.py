@@ -5,22 +5,38 @@ workers' table (listener.py), starts the workers with both, restarts one that
 dies, passes SIGHUP (reload) and SIGTERM (drain and stop) on to all of them,
 and exits when they have stopped. Connections that arrive while a worker
 restarts wait in the shared queue for the others.
+
+With `admin`, the admin listener is the supervisor's: /metrics adds up the
+workers' metrics (admin/shared.py), and /readyz asks Redis and the database
+itself and reads the upstreams' health from what the workers report.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
+import tempfile
+from typing import AsyncIterator, Callable
 
+from ..admin.readiness import Probe, Readiness
+from ..admin.server import AdminServer
+from ..admin.shared import WorkerSnapshots
 from ..config import Config
+from ..metrics import Snapshot
+from ..stores.databases import open_user_store
+from ..stores.kv import RedisKV, connect_redis
+from ..stores.users import UserStore
 from .listener import WorkerTable
 from .serving import bind
 
 log = logging.getLogger("gateway.supervisor")
 RESTART_DELAY = 1.0
+POLL = 0.1
 
 
 class Supervisor:
@@ -31,13 +47,17 @@ class Supervisor:
             self.env["GATEWAY_JWT_SECRET"] = config.jwt.signing_key.signing
         self.dev = dev
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
-        self.stopping = False
+        self.stopping = asyncio.Event()
         self.sock = bind(config.server.host, config.server.port)  # the first worker that can serve listens
         self.table = WorkerTable.create(config.server.workers)
+        self.metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-") if config.admin is not None else None
+        self.snapshots = WorkerSnapshots(self.metrics_dir) if self.metrics_dir is not None else None
 
     def command(self, index: int) -> list[str]:
         args = [sys.executable, "-m", "gateway", "run", "--config", self.config.source, "--worker", str(index),
                 "--listen-fd", str(self.sock.fileno()), "--table-fd", str(self.table.fd)]
+        if self.metrics_dir is not None:
+            args += ["--metrics-dir", self.metrics_dir]
         return args + (["--dev"] if self.dev else [])
 
     def start(self, index: int) -> None:
@@ -51,31 +71,120 @@ class Supervisor:
             if proc.poll() is None:
                 proc.send_signal(signum)
 
-    def run(self) -> int:
-        signal.signal(signal.SIGHUP, lambda *_: self.signal_all(signal.SIGHUP))
-        signal.signal(signal.SIGTERM, lambda *_: self._stop())
-        signal.signal(signal.SIGINT, lambda *_: self._stop())
-        for index in range(self.config.server.workers):
-            self.start(index)
-        while not self.stopping:
-            for index, proc in list(self.workers.items()):
-                if proc.poll() is not None and not self.stopping:
-                    log.error("worker %d exited with %s; restarting it", index, proc.returncode)
-                    self.table.clear(index)
-                    time.sleep(RESTART_DELAY)
+    def live_pids(self) -> list[int]:
+        return [proc.pid for proc in self.workers.values() if proc.poll() is None]
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.signal_all, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGTERM, self._stop)
+        loop.add_signal_handler(signal.SIGINT, self._stop)
+        try:
+            async with self._admin():
+                for index in range(self.config.server.workers):
                     self.start(index)
-            time.sleep(0.1)
-        deadline = time.monotonic() + self.config.server.shutdown_timeout + 10
-        for proc in self.workers.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.sock.close()
-        self.table.close()
+                await self._watch()
+                await self._wait_for_workers()
+        finally:
+            self.sock.close()
+            self.table.close()
+            if self.metrics_dir is not None:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log.info("all workers stopped")
         return 0
 
+    async def _watch(self) -> None:
+        while not self.stopping.is_set():
+            for index, proc in list(self.workers.items()):
+                if proc.poll() is not None and not self.stopping.is_set():
+                    log.error("worker %d exited with %s; restarting it", index, proc.returncode)
+                    self.table.clear(index)
+                    if self.snapshots is not None:
+                        self.snapshots.exited(proc.pid)
+                    await asyncio.sleep(RESTART_DELAY)
+                    if not self.stopping.is_set():
+                        self.start(index)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), POLL)
+
+    async def _wait_for_workers(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.server.shutdown_timeout + 10
+        while any(proc.poll() is None for proc in self.workers.values()) and loop.time() < deadline:
+            await asyncio.sleep(POLL)
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
     def _stop(self) -> None:
-        self.stopping = True
+        self.stopping.set()
         self.signal_all(signal.SIGTERM)
+
+    @contextlib.asynccontextmanager
+    async def _admin(self) -> AsyncIterator[None]:
+        admin = self.config.admin
+        if admin is None:
+            yield
+            return
+        async with _SupervisorProbes(self.config, self._total) as probes:
+            readiness = Readiness(probes.probes, admin.probe_timeout)
+            server = AdminServer(admin, self._total, readiness)
+            await server.start()
+            log.info("admin listener on http://%s:%d", admin.host, server.port)
+            try:
+                yield
+            finally:
+                readiness.draining = True
+                await server.stop()
+
+    def _total(self) -> Snapshot:
+        assert self.snapshots is not None
+        return self.snapshots.total(self.live_pids())
+
+
+class _SupervisorProbes:
+    """/readyz in the supervisor: its own connections to Redis and the database (opened once, small), and
+    the upstreams' health as the workers last reported it."""
+
+    def __init__(self, config: Config, total: Callable[[], Snapshot]) -> None:
+        self._config = config
+        self._total = total
+        self._stack = contextlib.AsyncExitStack()
+        self._kv: RedisKV | None = None
+        self._users: UserStore | None = None
+
+    async def __aenter__(self) -> _SupervisorProbes:
+        primary, replica = connect_redis(self._config.redis)
+        self._stack.push_async_callback(primary.aclose)
+        if replica is not None:
+            self._stack.push_async_callback(replica.aclose)
+        self._kv = RedisKV(primary)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._users is not None:
+            await self._users.close()
+        await self._stack.aclose()
+
+    def probes(self) -> dict[str, Probe]:
+        probes: dict[str, Probe] = {"redis": self._redis, "database": self._database}
+        for name in self._config.upstreams:
+            probes[f"upstream {name}"] = self._upstream(name)
+        return probes
+
+    async def _redis(self) -> None:
+        assert self._kv is not None
+        await self._kv.ping()
+
+    async def _database(self) -> None:
+        if self._users is None:  # opened on first use: the database may be down when the gateway starts
+            self._users = await open_user_store(self._config.database.url, 1)
+        await self._users.ping()
+
+    def _upstream(self, name: str) -> Probe:
+        async def probe() -> None:
+            healthy = self._total().gauges.get("gateway_upstream_target_healthy", [])
+            if not any(key[0] == name and value for key, value in healthy):
+                raise LookupError(f"no worker reports a healthy target of upstream {name}")
+        return probe

@@ -24,6 +24,8 @@ class KeyValue(Protocol):
     async def incr(self, name: str) -> Any: ...
     async def expire(self, name: str, seconds: int) -> Any: ...
     async def delete(self, *names: str) -> Any: ...
+    async def ping(self) -> None:
+        """A round trip to the store (for /readyz); StoreUnavailable when it does not answer."""
 
 
 SWEEP_EVERY = 1024  # writes between sweeps of expired keys
@@ -82,6 +84,9 @@ class MemoryKV:
     async def delete(self, *names: str) -> int:
         return sum(self._data.pop(name, None) is not None for name in names)
 
+    async def ping(self) -> None:
+        return None  # in the process: it answers while the process does
+
     async def aclose(self) -> None:
         self._data.clear()
 
@@ -112,6 +117,10 @@ class RedisKV:
     async def delete(self, *names: str) -> Any:
         with _unavailable():
             return await self._client.delete(*names)
+
+    async def ping(self) -> None:
+        with _unavailable():
+            await self._client.ping()
 
 
 def _unavailable() -> contextlib.AbstractContextManager[None]:

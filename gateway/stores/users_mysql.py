@@ -113,6 +113,10 @@ class MySQLUserStore(UserLookups):
         async with self._cursor() as cur:
             await cur.execute("UPDATE user_basic SET password = %s WHERE user_id = %s", (password_hash, user_id))
 
+    async def ping(self) -> None:
+        async with self._cursor() as cur:
+            await cur.execute("SELECT 1")
+
     async def close(self) -> None:
         self._pool.close()
         await self._pool.wait_closed()

@@ -92,5 +92,9 @@ class SQLiteUserStore(UserLookups):
     async def set_password(self, user_id: int, password_hash: str) -> None:
         await self._update("UPDATE user_basic SET password = ? WHERE user_id = ?", (password_hash, user_id))
 
+    async def ping(self) -> None:
+        with _unavailable_on_error():
+            await self._db.execute("SELECT 1")
+
     async def close(self) -> None:
         await self._db.close()

@@ -17,7 +17,8 @@ def test_the_printed_walkthrough_works_as_written() -> None:
     require_binary("curl", "curl")
     # scripts/test has just installed the project into .venv; installing it again under the running tests is
     # needless (the install step itself is the one scripts/test runs).
-    env = {**os.environ, "DEMO_PORT": str(free_port()), "DEMO_STUB_PORT": str(free_port()), "DEMO_SKIP_INSTALL": "1"}
+    env = {**os.environ, "DEMO_PORT": str(free_port()), "DEMO_STUB_PORT": str(free_port()),
+           "DEMO_ADMIN_PORT": str(free_port()), "DEMO_SKIP_INSTALL": "1"}
     demo = subprocess.Popen(["scripts/demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     lines: list[str] = []
@@ -49,4 +50,19 @@ def test_the_printed_walkthrough_works_as_written() -> None:
     assert '{"message": "Do not use refresh token."}  -> 403' in out
     assert re.search(r'\{"token": "[^"]+"}  -> 201', out)  # the refresh
     assert "\n204\n" in out and '{"message": "Wrong refresh token."}  -> 403' in out
-    assert out.rstrip().endswith('{"message": "User must be authorized."}  -> 401')  # logged out
+    assert '{"message": "User must be authorized."}  -> 401\n' in out  # logged out
+    assert '{"status": "ready"}  -> 200' in out
+    # the walkthrough's own requests, counted: one login by SMS code, one refresh, and on the protected
+    # route one ok, one missing token, one refresh token and one revoked (and the public route the demo
+    # called to see that the gateway was up)
+    counted = dict(line.rsplit(" ", 1) for line in out.splitlines() if line.startswith("gateway_"))
+    assert counted == {
+        'gateway_auth_decisions_total{result="anonymous"}': "1.0",
+        'gateway_auth_decisions_total{result="ok"}': "1.0",
+        'gateway_auth_decisions_total{result="missing"}': "1.0",
+        'gateway_auth_decisions_total{result="refresh_token"}': "1.0",
+        'gateway_auth_decisions_total{result="revoked"}': "1.0",
+        'gateway_logins_total{method="sms",result="ok"}': "1.0",
+        'gateway_refreshes_total{result="ok"}': "1.0",
+        'gateway_refreshes_total{result="invalid"}': "1.0",
+    }

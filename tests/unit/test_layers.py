@@ -14,11 +14,12 @@ PACKAGE = Path(__file__).parents[2] / "gateway"
 LAYERS: list[tuple[str, ...]] = [
     # values, and the HTTP server's own parts: no gateway policy
     ("gateway.errors", "gateway.durations", "gateway.ids", "gateway.paths", "gateway.claims", "gateway.logs",
-     "gateway.http"),
+     "gateway.metrics", "gateway.http"),
     ("gateway.config",),  # gateway.yaml as typed, frozen objects
     ("gateway.stores", "gateway.client_ip", "gateway.ratelimit"),  # state, and who the client is
     ("gateway.auth", "gateway.proxy"),  # tokens, logins, sessions; the upstream side: transport, balancer, health
-    ("gateway.pipeline", "gateway.endpoints"),  # the request's way through the stages; what the gateway answers
+    # the request's way through the stages; what the gateway answers itself, on the public and the admin port
+    ("gateway.pipeline", "gateway.endpoints", "gateway.admin"),
     ("gateway.app",),  # builds every stage and store, and hands them to each other
     ("gateway.server", "gateway.cli", "gateway.__main__", "gateway"),  # processes and commands
 ]

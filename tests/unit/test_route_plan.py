@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from gateway.config import parse_config
+from gateway.metrics import Counter
 from gateway.pipeline.match import resolve_all
 from gateway.proxy.upstream import Upstream
 from tests.factories import config_dict
@@ -13,7 +14,7 @@ def routes(**route: object) -> dict[str, object]:
                                      "retry_methods": ["GET"]})
     raw["routes"] = [{"path": "/a", "upstream": "news", **route}]
     config = parse_config(raw, env={})
-    upstreams = {name: Upstream(cfg) for name, cfg in config.upstreams.items()}
+    upstreams = {name: Upstream(cfg, Counter("outcomes")) for name, cfg in config.upstreams.items()}
     (resolved,) = resolve_all(config.routes, upstreams)
     return {"route": resolved, "upstream": upstreams["news"]}
 
