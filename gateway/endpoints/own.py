@@ -1,26 +1,42 @@
 """The paths the gateway answers itself, matched before any route: they are never proxied."""
 from __future__ import annotations
 
+import importlib.resources
 from typing import Awaitable, Callable, NamedTuple
+
+import yaml
 
 from ..errors import MethodNotAllowed
 from ..http.request import Request
-from ..http.response import Response
+from ..http.response import Response, json_response
 from ..pipeline.forward_auth import PREFIX as FORWARD_AUTH
 from ..pipeline.forward_auth import ForwardAuth
 from .auth import AuthEndpoints
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 SMS_CODES = "/v1_0/sms/codes/"
+OPENAPI = "/_gateway/openapi.json"
+
+
+def openapi_document() -> Response:
+    """docs/openapi.yaml (shipped in the package as endpoints/openapi.yaml), as JSON: read once."""
+    text = importlib.resources.files(__package__ or "gateway.endpoints").joinpath("openapi.yaml").read_text()
+    return json_response(yaml.safe_load(text), headers={"Cache-Control": "public, max-age=300"})
 
 
 class OwnEndpoints:
     def __init__(self, auth: AuthEndpoints, forward_auth: ForwardAuth) -> None:
         self._auth = auth
         self._forward_auth = forward_auth
+        document = openapi_document()
+
+        async def openapi(request: Request) -> Response:
+            return document
+
         self._exact: dict[str, dict[str, Endpoint]] = {
             "/v1_0/authorizations": {"POST": auth.login, "PUT": auth.refresh, "DELETE": auth.logout},
             "/.well-known/jwks.json": {"GET": auth.jwks},
+            OPENAPI: {"GET": openapi},
         }
 
     def match(self, path: str) -> OwnPath | None:
