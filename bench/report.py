@@ -22,6 +22,8 @@ def write(out: Path, results: Results, machine: dict[str, str], command: str, el
 
 
 def _targets(r: Results) -> list[tuple[str, str, bool]]:
+    from .run import METRICS
+
     t, g, paired = r.throughput, r.growth, r.paired
     one = r.median(t, "gateway required")
     required, public = paired(t, "gateway required", "haproxy"), paired(t, "gateway public", "haproxy")
@@ -33,6 +35,7 @@ def _targets(r: Results) -> list[tuple[str, str, bool]]:
     p99 = paired(r.p99_rounds, "gateway required", "haproxy")
     kept_up = r.p99.get("gateway required", (math.nan, 0.0))[1] >= 0.95 * r.rate
     idle = (r.idle_rss[1] - r.idle_rss[0]) / MiB
+    metrics = paired(t, METRICS, "gateway required")
     rows = [
         ("required route ≥ 0.40 of HAProxy", f"{required:.3f}", required >= 0.40),
         ("public route ≥ 0.45 of HAProxy", f"{public:.3f}", public >= 0.45),
@@ -44,6 +47,7 @@ def _targets(r: Results) -> list[tuple[str, str, bool]]:
         ("many routes cost ≤ 5%", f"{1 - routes:+.1%}", 1 - routes <= 0.05),
         ("many tokens cost ≤ 10%", f"{1 - tokens:+.1%}", 1 - tokens <= 0.10),
         ("idle connections < 60 MB of RSS", f"{idle:.1f} MiB", idle < 60),
+        ("metrics cost ≤ 5% of throughput", f"{1 - metrics:+.1%}", 1 - metrics <= 0.05),
     ]
     return [(name, value, met) for name, value, met in rows]
 
@@ -64,6 +68,24 @@ def _ceiling(r: Results, one: float) -> str:
     if not one or math.isnan(total):
         return ""
     return f" (the machine's ceiling: {(os.cpu_count() or 1) * 1e6 / total / one:.2f}×)"
+
+
+def _observing_lines(r: Results) -> list[str]:
+    from .run import ACCESS_LOG, METRICS, SCRAPE_EVERY
+
+    lines = ["### The cost of metrics and of the access log (gateway, required route, one worker)", "",
+             f"`{METRICS}`: with an admin listener, so every request is counted, and /metrics scraped every "
+             f"{SCRAPE_EVERY:g} s during the load (Prometheus's usual interval is 15 s). "
+             f"`{ACCESS_LOG}`: one JSON line a request, written to a file. The baseline has neither.", "",
+             "| system | median req/s | vs the baseline | cost | gateway CPU µs per request |",
+             "|---|---:|---:|---:|---:|"]
+    for name in (METRICS, ACCESS_LOG):
+        if name in r.throughput:
+            ratio = r.paired(r.throughput, name, "gateway required")
+            lines.append(f"| {name} | {r.median(r.throughput, name):,.0f} | {ratio:.3f} | {1 - ratio:+.1%} | "
+                         f"{_cpu(r, name)[0]:.1f} |")
+    return [*lines, f"| gateway required (baseline) | {r.median(r.throughput, 'gateway required'):,.0f} | 1 | | "
+                    f"{_cpu(r, 'gateway required')[0]:.1f} |", ""]
 
 
 def _tls_lines(r: Results) -> list[str]:
@@ -127,6 +149,7 @@ def _lines(r: Results, machine: dict[str, str], command: str, elapsed: float, ch
         "",
         *_table("Data path (wrk -t1, keep-alive)", r.throughput, "haproxy", r),
         *_tls_lines(r),
+        *_observing_lines(r),
         *_cpu_lines(r),
         f"### p99 latency at a fixed rate of {r.rate:,} req/s (30% of HAProxy's median; wrk on a schedule, median of the rounds)",
         "",

@@ -18,18 +18,21 @@ haproxy), redis-server and mariadb-server, and the bench extra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ssl
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from . import load, login, report
-from .systems import USER_ID, Stack, cpu_seconds, machine, rss, tokens
+from .systems import USER_ID, Stack, cpu_seconds, free_port, machine, rss, tokens
 
 
 @dataclass
@@ -45,6 +48,9 @@ class Settings:
 
 HTTPS_CLIENTS = "gateway required, HTTPS from wrk"
 HTTPS_UPSTREAM = "gateway required, HTTPS to nginx"
+METRICS = "gateway required, metrics on"
+ACCESS_LOG = "gateway required, access log on"
+SCRAPE_EVERY = 1.0  # seconds: a Prometheus scrapes every 15 s or so; the bench asks 15 times as often
 FULL = dict(users=40_000, idle=5_000, many_tokens=10_000, many_routes=10_000)
 SMOKE = dict(users=300, idle=50, many_tokens=100, many_routes=100)
 
@@ -119,7 +125,11 @@ def data_path(stack: Stack, settings: Settings, results: Results, folder: Path) 
     two_proc, two = stack.gateway("two-workers", backend, workers=2, redis_url=redis)
     _, https_listener = stack.gateway("https-listener", backend, tls_listener=True)
     _, https_upstream = stack.gateway("https-upstream", backend, tls_upstream=True)
-    gateways = {"gateway required": one_proc.pid, "gateway required, 2 workers": two_proc.pid}
+    admin = free_port()
+    metrics_proc, metrics = stack.gateway("metrics", backend, admin_port=admin)
+    logging_proc, logging = stack.gateway("access-log", backend, access_log=True)
+    gateways = {"gateway required": one_proc.pid, "gateway required, 2 workers": two_proc.pid,
+                METRICS: metrics_proc.pid, ACCESS_LOG: logging_proc.pid}
     token = tokens(1)[0]
     auth = [f"Authorization: Bearer {token}"]
     systems = {
@@ -130,6 +140,8 @@ def data_path(stack: Stack, settings: Settings, results: Results, folder: Path) 
         "gateway required, 2 workers": (f"http://127.0.0.1:{two}/x", auth),
         HTTPS_CLIENTS: (f"https://127.0.0.1:{https_listener}/x", auth),
         HTTPS_UPSTREAM: (f"http://127.0.0.1:{https_upstream}/x", auth),
+        METRICS: (f"http://127.0.0.1:{metrics}/x", auth),
+        ACCESS_LOG: (f"http://127.0.0.1:{logging}/x", auth),
     }
     kinds = {"nginx": "plain", "gateway public": "public"}
     trusting = ssl.create_default_context(cafile=stack.certificates().ca_file)
@@ -139,7 +151,8 @@ def data_path(stack: Stack, settings: Settings, results: Results, folder: Path) 
         for name, (url, headers) in systems.items():
             pids = (gateways[name], upstream) if name in gateways else ()
             before = [cpu_seconds(pid) for pid in pids]
-            result = load.wrk(url, settings.seconds, settings.connections, headers=headers)
+            with _scraping(f"http://127.0.0.1:{admin}/metrics" if name == METRICS else None):
+                result = load.wrk(url, settings.seconds, settings.connections, headers=headers)
             results.add(results.throughput, name, result)
             if pids and result.requests:
                 used = [(cpu_seconds(pid) - b) * 1e6 / result.requests for pid, b in zip(pids, before, strict=True)]
@@ -154,6 +167,28 @@ def data_path(stack: Stack, settings: Settings, results: Results, folder: Path) 
     for name, measured in runs.items():
         results.p99[name] = sorted(measured)[len(measured) // 2]  # the median run by p99
         results.p99_rounds[name] = [ms for ms, _ in measured]
+
+
+@contextlib.contextmanager
+def _scraping(url: str | None) -> Iterator[None]:
+    """While the block runs, GET `url` every SCRAPE_EVERY seconds, as Prometheus would."""
+    if url is None:
+        yield
+        return
+    done = threading.Event()
+
+    def scrape() -> None:
+        while not done.wait(SCRAPE_EVERY):
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                resp.read()
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        scraper.join(15)
 
 
 def growth(stack: Stack, settings: Settings, results: Results, folder: Path) -> None:

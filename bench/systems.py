@@ -126,7 +126,10 @@ backend b
 
     def gateway(self, name: str, backend: int, *, workers: int = 1, redis_url: str = "memory://",
                 database_url: str | None = None, extra_routes: int = 0, tls_listener: bool = False,
-                tls_upstream: bool = False) -> tuple[subprocess.Popen[bytes], int]:
+                tls_upstream: bool = False, admin_port: int | None = None, access_log: bool = False
+                ) -> tuple[subprocess.Popen[bytes], int]:
+        """`admin_port`: with the admin listener (and so with metrics counted); `access_log`: one line a request,
+        to the log file."""
         port = free_port()
         folder = self.folder / name
         folder.mkdir(exist_ok=True)
@@ -142,6 +145,10 @@ backend b
             "upstreams": {"news": {"targets": [f"http://127.0.0.1:{backend}"], "max_connections": 256}},
             "routes": routes,
         }
+        if admin_port is not None:
+            config["admin"] = {"host": "127.0.0.1", "port": admin_port}
+        if access_log:
+            config["server"] |= {"access_log": True, "log_level": "INFO"}
         if tls_listener or tls_upstream:
             ca = self.certificates()
         if tls_listener:

@@ -57,12 +57,12 @@ log = logging.getLogger("gateway")
 class Gateway:
     def __init__(self, own: OwnEndpoints, pipeline: Pipeline, *, users: UserStore, tokens: TokenService,
                  ids: IdWorker, authenticator: Authenticator, forwarder: Forwarder, kv: KeyValue | None,
-                 observe: RequestObserver) -> None:
+                 observe: RequestObserver | None) -> None:
         self._own = own
         self._pipeline = pipeline
         self._forwarder = forwarder
         self._kv = kv  # the shared Redis; None on memory://
-        self.observe = observe
+        self.observe = observe  # None: no metrics and no access log, nothing to tell once a request is over
         # for the tests, which reach the stores and the token service of a gateway they started
         self.users = users
         self.tokens = tokens
@@ -95,7 +95,8 @@ class Gateway:
         path = normalize_path(_origin_path(request.path))
         own = self._own.match(path)
         if own is not None:
-            request.note.route = own.route  # forward-auth: until the route it checks is matched
+            if request.note is not None:
+                request.note.route = own.route  # forward-auth: until the route it checks is matched
             reply.send(await own.endpoint(request.method)(request))
         else:
             await self._pipeline.proxy(request, reply, path)
@@ -162,7 +163,8 @@ async def open_gateway(config: Config, embedded: EmbeddedStores | None = None, m
         own = OwnEndpoints(auth, ForwardAuth(pipeline, client_ip))
         yield Gateway(own, pipeline, users=users, tokens=tokens, ids=ids, authenticator=authenticator,
                       forwarder=forwarder, kv=None if config.redis.embedded else stores.kv,
-                      observe=RequestObserver(metrics, log_access=config.server.access_log))
+                      observe=RequestObserver(metrics, log_access=config.server.access_log)
+                      if metrics.enabled or config.server.access_log else None)
 
 
 @contextlib.asynccontextmanager
@@ -180,7 +182,7 @@ async def _key_value_stores(config: Config, embedded: EmbeddedStores | None) -> 
     try:
         await revocations.wait_until_fresh(timeout=5)
         yield _KeyValueStores(RedisKV(primary), RedisCodeStore(primary, replica, failures),
-                              RateLimits(Limiter(redis_storage(primary)), config.limits),
+                              RateLimits(Limiter(redis_storage(primary, config.redis)), config.limits),
                               RedisFailures(primary, failures), revocations)
     finally:
         revocations.stop()

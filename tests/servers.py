@@ -161,6 +161,90 @@ class SentinelProcess(_Process):
         wait_for_port(self.port)
 
 
+class RedisClusterProcesses:
+    """A Redis Cluster of `size` primaries on loopback ports (redis-server --cluster-enabled yes), joined
+    with `redis-cli --cluster create`; each node a RedisProcess-like server the test may stop and start."""
+
+    def __init__(self, folder: Path, size: int = 3) -> None:
+        self.binary = require_binary("redis-server", "redis-server")
+        self.cli = require_binary("redis-cli", "redis-tools")
+        self.folder = folder
+        self.ports = [free_port() for _ in range(size)]
+        self.bus_ports = {port: free_port() for port in self.ports}  # the default, port + 10000, may not exist
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.ports]
+
+    def start_node(self, port: int) -> None:
+        node = self.folder / str(port)
+        node.mkdir(parents=True, exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-port", str(self.bus_ports[port]),
+             "--cluster-config-file", str(node / "nodes.conf"), "--cluster-node-timeout", "1000",
+             "--save", "", "--appendonly", "no", "--dir", str(node), "--logfile", str(node / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(port)
+
+    def start(self) -> None:
+        for port in self.ports:
+            self.start_node(port)
+        subprocess.run([self.cli, "--cluster", "create", *self.nodes, "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [self.command(port, "CLUSTER", "INFO") for port in self.ports if port in self.procs]
+            if states and all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+
+    def command(self, port: int, *args: str) -> str:
+        return subprocess.run([self.cli, "-p", str(port), *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout
+
+    def owner(self, slot: int) -> int:
+        """The port of the node that serves `slot`."""
+        for line in self.command(self.ports[0], "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2]:
+                continue
+            for part in fields[8:]:
+                low, _, high = part.partition("-")
+                if part[0] != "[" and int(low) <= slot <= int(high or low):
+                    return int(fields[1].split(":")[1].split("@")[0])
+        raise LookupError(slot)
+
+    def node_id(self, port: int) -> str:
+        return self.command(port, "CLUSTER", "MYID").strip()
+
+    def move_slot(self, slot: int, to_port: int) -> int:
+        """Move `slot` and its keys to the node on `to_port`, as `redis-cli --cluster reshard` does it:
+        importing, migrating, MIGRATE in batches, then the new owner told to every node. The keys moved."""
+        source = self.owner(slot)
+        target_id, source_id = self.node_id(to_port), self.node_id(source)
+        self.command(to_port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        self.command(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        moved = 0
+        while keys := self.command(source, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+            self.command(source, "MIGRATE", "127.0.0.1", str(to_port), "", "0", "5000", "KEYS", *keys)
+            moved += len(keys)
+        for port in self.ports:
+            self.command(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+        return moved
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+            proc.wait(60)
+        self.procs.clear()
+
+
 class GatewayServer(BaseTestServer):
     """A gateway listening on a free loopback port, as `gateway run` serves it, for aiohttp's TestClient."""
 

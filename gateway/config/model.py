@@ -104,14 +104,23 @@ class SentinelConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """`redis.cluster`: a Redis Cluster, found through any of these nodes."""
+
+    nodes: tuple[tuple[str, int], ...]
+    password: str | None = None
+
+
+@dataclass(frozen=True)
 class RedisConfig:
     url: str = "memory://"
     replica_url: str | None = None
     sentinel: SentinelConfig | None = None
+    cluster: ClusterConfig | None = None
 
     @property
     def embedded(self) -> bool:
-        return self.sentinel is None and self.url == "memory://"
+        return self.sentinel is None and self.cluster is None and self.url == "memory://"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from .jwtkeys import read_keys
 from .model import (
     AdminConfig,
     AuthMode,
+    ClusterConfig,
     Config,
     DatabaseConfig,
     IdsConfig,
@@ -143,18 +144,46 @@ def jwt(reader: Reader, raw: Any, dev: bool) -> JwtConfig:
 
 
 def redis(reader: Reader, raw: Any) -> RedisConfig:
-    block = reader.section(raw, "redis", {"url", "replica_url", "sentinel"})
+    block = reader.section(raw, "redis", {"url", "replica_url", "sentinel", "cluster"})
     url = reader.string(block, "url", "redis", "memory://") or "memory://"
     replica = reader.string(block, "replica_url", "redis", None) or None
     reader.check_scheme("redis.url", url, ("memory", "redis", "rediss", "unix"))
     sentinel = sentinel_section(reader, block.get("sentinel"))
     if sentinel is not None and (url != "memory://" or replica is not None):
         reader.problem("redis.sentinel", "replaces redis.url and redis.replica_url: give one or the other")
-    if replica is not None:
+    cluster = cluster_section(reader, block.get("cluster"))
+    if cluster is not None and (url != "memory://" or replica is not None or sentinel is not None):
+        reader.problem("redis.cluster", "replaces redis.url, redis.replica_url and redis.sentinel: give one of them")
+    elif replica is not None:
         reader.check_scheme("redis.replica_url", replica, ("redis", "rediss", "unix"))
         if url == "memory://":
             reader.problem("redis.replica_url", "needs a real Redis in redis.url")
-    return RedisConfig(url=url, replica_url=replica, sentinel=sentinel)
+    return RedisConfig(url=url, replica_url=replica, sentinel=sentinel, cluster=cluster)
+
+
+def host_ports(reader: Reader, raw: Any, where: str, what: str) -> tuple[tuple[str, int], ...]:
+    """A list of `host:port`, at least one."""
+    found = []
+    for i, host in enumerate(reader.items(raw, where)):
+        name, _, port = str(host).rpartition(":")
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            reader.problem(f"{where}[{i}]", f"must be host:port, got {host!r}")
+        else:
+            found.append((name, int(port)))
+    if raw is None:
+        reader.problem(where, "is required")
+    elif raw == []:
+        reader.problem(where, f"must list at least one {what}")
+    return tuple(found)
+
+
+def cluster_section(reader: Reader, raw: Any) -> ClusterConfig | None:
+    if raw is None:
+        return None
+    where = "redis.cluster"
+    block = reader.section(raw, where, {"nodes", "password"})
+    return ClusterConfig(nodes=host_ports(reader, block.get("nodes"), f"{where}.nodes", "node"),
+                         password=reader.string(block, "password", where, None))
 
 
 def sentinel_section(reader: Reader, raw: Any) -> SentinelConfig | None:
@@ -162,19 +191,8 @@ def sentinel_section(reader: Reader, raw: Any) -> SentinelConfig | None:
         return None
     where = "redis.sentinel"
     block = reader.section(raw, where, {"hosts", "service", "password", "db"})
-    hosts = []
-    for i, host in enumerate(reader.items(block.get("hosts"), f"{where}.hosts")):
-        name, _, port = str(host).rpartition(":")
-        if not name or not port.isdigit() or not 0 < int(port) < 65536:
-            reader.problem(f"{where}.hosts[{i}]", f"must be host:port, got {host!r}")
-        else:
-            hosts.append((name, int(port)))
-    if not hosts and "hosts" in block:
-        reader.problem(f"{where}.hosts", "must list at least one Sentinel")
-    elif "hosts" not in block:
-        reader.problem(f"{where}.hosts", "is required")
     return SentinelConfig(
-        hosts=tuple(hosts),
+        hosts=host_ports(reader, block.get("hosts"), f"{where}.hosts", "Sentinel"),
         service=reader.string(block, "service", where, "mymaster") or "mymaster",
         password=reader.string(block, "password", where, None),
         db=reader.integer(block, "db", where, 0, 0, 15),

@@ -122,9 +122,9 @@ def _counted(counter: Counter, labels: list[str] | tuple[()]) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        counter.inc((*labels, result_of(exc)))
+        counter[(*labels, result_of(exc))] += 1
         raise
-    counter.inc((*labels, "ok"))
+    counter[(*labels, "ok")] += 1
 
 
 async def read_json(request: Request) -> dict[str, Any]:

@@ -301,8 +301,8 @@ class HttpProtocol(asyncio.Protocol):
         request = Request(parser.get_method().decode("ascii"),
                           b"".join(self._url).decode("utf-8", "surrogateescape"), version,
                           Headers(self._fields, self._first), self._peer, self._scheme, body,
-                          RequestNote(time.monotonic(), self._peer), keep_alive=parser.should_keep_alive(),
-                          upgrade=upgrade)
+                          RequestNote(time.monotonic(), self._peer) if self._observe is not None else None,
+                          keep_alive=parser.should_keep_alive(), upgrade=upgrade)
         self._last = request
         if self._busy:
             self._queue.append(request)

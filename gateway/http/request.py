@@ -32,7 +32,7 @@ class Headers:
 
 class RequestNote:
     """What the access log and the metrics say of a request beyond its head; the stages fill it in as they
-    learn it."""
+    learn it. Only while something observes requests (metrics, the access log): otherwise none is made."""
 
     __slots__ = ("started", "client", "route", "user_id", "upstream", "target")
 
@@ -50,7 +50,7 @@ class Request:
                  "upgrade", "note")
 
     def __init__(self, method: str, target: str, version: str, headers: Headers, peer: str, scheme: str,
-                 body: RequestBody, note: RequestNote, *, keep_alive: bool, upgrade: bool) -> None:
+                 body: RequestBody, note: RequestNote | None, *, keep_alive: bool, upgrade: bool) -> None:
         self.method = method
         self.path, _, self.query = target.partition("?")  # of the request-target as sent
         self.version = version  # "1.1" or "1.0"

@@ -62,18 +62,18 @@ class Authenticator:
 
     def authenticate(self, header: str | None, mode: AuthMode) -> Claims | None:
         if mode == _PUBLIC:
-            self._decisions.inc(_ANONYMOUS)
+            self._decisions[_ANONYMOUS] += 1
             return None
         if header is None:
             if mode == _OPTIONAL:
-                self._decisions.inc(_ANONYMOUS)
+                self._decisions[_ANONYMOUS] += 1
                 return None
-            self._decisions.inc(_MISSING)
+            self._decisions[_MISSING] += 1
             raise must_authorize()
         try:
             return self._verify(header)
         except InvalidToken as exc:
-            self._decisions.inc((exc.kind,))
+            self._decisions[(exc.kind,)] += 1
             raise _invalid(mode, str(exc)) from None
 
     def authorized(self, claims: Claims, mode: AuthMode) -> bool:
@@ -81,26 +81,26 @@ class Authenticator:
         status is not cached and must be looked up (`status_allows`)."""
         decisions = self._decisions
         if claims.refresh:
-            decisions.inc(_REFRESH)
+            decisions[_REFRESH] += 1
             raise Forbidden("Do not use refresh token.")
         if self.revoked(claims):
-            decisions.inc(_REVOKED)
+            decisions[_REVOKED] += 1
             raise _invalid(mode, "revoked")
         enabled = self.status.cached(claims.user_id)
         if enabled is None:
             return False
         if not enabled:
-            decisions.inc(_DISABLED)
+            decisions[_DISABLED] += 1
             raise UserDisabled("User denied.")
-        decisions.inc(_OK)
+        decisions[_OK] += 1
         return True
 
     async def status_allows(self, claims: Claims) -> None:
         """The rest of `authorized`, once it answered False: the user's status, from the store."""
         if not await self.status.enabled(claims.user_id):
-            self._decisions.inc(_DISABLED)
+            self._decisions[_DISABLED] += 1
             raise UserDisabled("User denied.")
-        self._decisions.inc(_OK)
+        self._decisions[_OK] += 1
 
     def revoked(self, claims: Claims) -> bool:
         """Raises StoreUnavailable while the revocation list may be stale (unless configured to allow)."""

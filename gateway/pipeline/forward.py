@@ -104,7 +104,8 @@ class _Exchange:
             target = balancer.pick(tried) or (balancer.pick() if same_target_ok else None)
             if target is None:
                 raise self.upstream.no_healthy_target()
-            self.request.note.target = target.url
+            if self.request.note is not None:
+                self.request.note.target = target.url
             tried.append(target)
             target.active += 1
             try:

@@ -43,9 +43,10 @@ class Pipeline:
         if route is None:
             raise NotFound("No route matches this path.")
         note = request.note
-        note.route, note.upstream = route.path, route.upstream.name
-        if self._client_ip.trusted:
-            note.client = self._client_ip(request)
+        if note is not None:  # metrics or the access log are on
+            note.route, note.upstream = route.path, route.upstream.name
+            if self._client_ip.trusted:
+                note.client = self._client_ip(request)
         mode = route.mode(method)
         authenticator = self._authenticator
         claims = authenticator.authenticate(authorization, mode)
@@ -53,7 +54,9 @@ class Pipeline:
         if claims is not None:
             if not authenticator.authorized(claims, mode):  # the user's status is not cached
                 await authenticator.status_allows(claims)
-            user_id = note.user_id = claims.user_id
+            user_id = claims.user_id
+            if note is not None:
+                note.user_id = user_id
         if route.limits:
             await self._limits.route(route.path, route.limits, self._client_ip(request), user_id)
         return Admission(route, user_id)

@@ -31,11 +31,11 @@ class Upstream:
         return {"upstream": self.name}
 
     def timed_out(self) -> GatewayTimeout:
-        self._outcomes.inc((self.name, "timeout"))
+        self._outcomes[(self.name, "timeout")] += 1
         return GatewayTimeout(f"Upstream {self.name} timed out.", extra=self.errors())
 
     def unavailable(self, **extra: str) -> BadGateway:
-        self._outcomes.inc((self.name, "refused"))
+        self._outcomes[(self.name, "refused")] += 1
         return BadGateway(f"Upstream {self.name} is unavailable.", extra={**self.errors(), **extra})
 
     def refused_upgrade(self, status: int) -> BadGateway:
@@ -43,7 +43,7 @@ class Upstream:
                           extra={**self.errors(), "upstream_status": str(status)})
 
     def no_healthy_target(self) -> NoHealthyUpstream:
-        self._outcomes.inc((self.name, "no_healthy"))
+        self._outcomes[(self.name, "no_healthy")] += 1
         return NoHealthyUpstream(extra=self.errors())
 
     async def any_available(self) -> None:
@@ -53,10 +53,10 @@ class Upstream:
 
     def answered(self) -> None:
         """A target answered (any status: the upstream's own errors are its answer)."""
-        self._outcomes.inc(self._ok)
+        self._outcomes[self._ok] += 1
 
     def retried(self) -> None:
-        self._outcomes.inc(self._retried)
+        self._outcomes[self._retried] += 1
 
     def close(self) -> None:
         for pool in self.pools.values():

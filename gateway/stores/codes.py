@@ -21,16 +21,16 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, NamedTuple, Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from . import StoreUnavailable
 from .failures import LUA, MemoryFailures, Window, failures_key, member, wait_of
-from .kv import KeyValue, MemoryKV
+from redis.asyncio import Redis
+
+from .kv import REDIS_DOWN, AnyRedis, KeyValue, MemoryKV
 
 log = logging.getLogger("gateway.stores.codes")
 SWEEP_AT = 1024
-_DOWN = (RedisError, OSError)
+_DOWN = REDIS_DOWN
 
 CHECK = LUA + """
 local limit = tonumber(ARGV[5])
@@ -62,7 +62,9 @@ def code_key(mobile: str) -> str:
 
 
 def attempts_key(mobile: str) -> str:
-    return f"app:code:{mobile}:attempts"
+    """In the code's slot on a Redis Cluster: its hash tag is the code's whole key (the seed's key, which has
+    none, hashes whole), so the check script's keys share one slot."""
+    return f"gw:code-attempts:{{{code_key(mobile)}}}"
 
 
 def same(real: str, guess: str) -> bool:
@@ -125,7 +127,7 @@ async def _counting_here(local: MemoryFailures, mobile: str, window: Window | No
 
 
 class RedisCodeStore:
-    def __init__(self, primary: Redis, replica: Redis | None, failures: MemoryFailures) -> None:
+    def __init__(self, primary: AnyRedis, replica: Redis | None, failures: MemoryFailures) -> None:
         self._primary = primary
         self._replica = replica
         self._check = primary.register_script(CHECK)

@@ -3,7 +3,7 @@
 Once a subject has had `limit` failures within the window, it may not log in
 until the oldest of them leaves the window, whatever secret it brings. In
 Redis the failures are a sorted set of timestamps at
-`gw:login-failures:{subject}`, shared by every instance; the SMS-code check
+`gw:login-failures:{app:code:<subject>}`, shared by every instance; the SMS-code check
 reads and counts it in the same script that checks the code (codes.py), so
 that concurrent guesses cannot all pass the check before any is counted.
 When Redis cannot be reached, this instance counts by itself.
@@ -17,11 +17,11 @@ import time
 from typing import Callable, NamedTuple, Protocol
 
 from limits import RateLimitItem
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from .kv import REDIS_DOWN, AnyRedis
 
 log = logging.getLogger("gateway.stores.failures")
-_DOWN = (RedisError, OSError)
+_DOWN = REDIS_DOWN
 
 # The window's rule, in one place for every script that reads or counts failures (codes.py's too).
 # spent(): the milliseconds until the oldest failure leaves the window when `limit` are in it, else nil.
@@ -61,7 +61,9 @@ class Window(NamedTuple):
 
 
 def failures_key(subject: str) -> str:
-    return f"gw:login-failures:{subject}"
+    """Hash-tagged like the SMS code's attempts (codes.py): a mobile's failures share its code's slot on a
+    Redis Cluster, as the code check's script needs."""
+    return f"gw:login-failures:{{app:code:{subject}}}"
 
 
 def member(now_ms: int) -> str:
@@ -103,7 +105,7 @@ class MemoryFailures:
 
 
 class RedisFailures:
-    def __init__(self, primary: Redis, local: MemoryFailures) -> None:
+    def __init__(self, primary: AnyRedis, local: MemoryFailures) -> None:
         self._exhausted = primary.register_script(EXHAUSTED)
         self._record = primary.register_script(RECORD)
         self.local = local  # while Redis is down

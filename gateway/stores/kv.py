@@ -11,8 +11,9 @@ from typing import Any, AsyncIterator, Callable, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..config.model import RedisConfig
 from . import unavailable_on
@@ -95,7 +96,7 @@ class RedisKV:
     """A redis.asyncio client as a KeyValue: a Redis that cannot be reached is StoreUnavailable (503) here,
     so that no stage above the stores sees a driver's exception."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: AnyRedis) -> None:
         self._client = client
 
     async def get(self, name: str) -> Any:
@@ -124,19 +125,30 @@ class RedisKV:
 
 
 def _unavailable() -> contextlib.AbstractContextManager[None]:
-    return unavailable_on((RedisError, OSError), "redis")
+    return unavailable_on(REDIS_DOWN, "redis")
 
 
 _TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
+# A plain client (Sentinel's included), or a Redis Cluster client: the stores use what both have. Every
+# command and script of the stores names its keys, and those of one script share a hash tag (codes.py).
+AnyRedis = Redis | RedisCluster
+# What a Redis that cannot serve raises: the cluster client's own exception is no RedisError.
+REDIS_DOWN: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 
 def connect(url: str) -> Redis:
     return aioredis.from_url(url, decode_responses=True, **_TIMEOUTS)
 
 
-def connect_redis(config: RedisConfig) -> tuple[Redis, Redis | None]:
+def connect_redis(config: RedisConfig) -> tuple[AnyRedis, Redis | None]:
     """(primary, replica or None). With Sentinel the primary follows a promoted replica,
-    and the replica is any replica Sentinel knows."""
+    and the replica is any replica Sentinel knows. A cluster is one client, which follows the slots' moves
+    (MOVED, ASK) itself; its replicas are its own business."""
+    if config.cluster is not None:
+        nodes = [ClusterNode(host, port) for host, port in config.cluster.nodes]
+        return RedisCluster(startup_nodes=nodes, decode_responses=True, password=config.cluster.password,
+                            socket_connect_timeout=_TIMEOUTS["socket_connect_timeout"],
+                            socket_timeout=_TIMEOUTS["socket_timeout"]), None
     if config.sentinel is None:
         return connect(config.url), connect(config.replica_url) if config.replica_url else None
     sentinel = Sentinel(list(config.sentinel.hosts), sentinel_kwargs=dict(_TIMEOUTS),  # type: ignore[no-untyped-call]
@@ -147,7 +159,7 @@ def connect_redis(config: RedisConfig) -> tuple[Redis, Redis | None]:
 
 
 @contextlib.asynccontextmanager
-async def open_redis(config: RedisConfig) -> AsyncIterator[tuple[Redis, Redis | None]]:
+async def open_redis(config: RedisConfig) -> AsyncIterator[tuple[AnyRedis, Redis | None]]:
     """connect_redis's clients, closed when done: for the operator's commands."""
     primary, replica = connect_redis(config)
     try:

@@ -10,18 +10,28 @@ import logging
 import time
 
 from limits import RateLimitItem
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from ..config import RedisConfig
+from .kv import REDIS_DOWN, AnyRedis
 
 log = logging.getLogger("gateway.stores.limits")
-_DOWN = (StorageError, RedisError, OSError)
+_DOWN: tuple[type[Exception], ...] = (StorageError, *REDIS_DOWN)
 
 
-def redis_storage(client: Redis) -> Storage:
-    """A limits storage on the gateway's own redis.asyncio connection pool (plain or Sentinel)."""
+def redis_storage(client: AnyRedis, config: RedisConfig) -> Storage:
+    """A limits storage on the gateway's own redis.asyncio connection pool (plain or Sentinel); on a
+    cluster, the library's own cluster client (each limit's window is one key, so one slot)."""
+    if config.cluster is not None:
+        nodes = ",".join(f"{host}:{port}" for host, port in config.cluster.nodes)
+        password = config.cluster.password
+        return RedisClusterStorage(f"async+redis+cluster://{nodes}", implementation="redispy", wrap_exceptions=True,
+                                   key_prefix="gw:limits", **({"password": password} if password else {}))
+    assert isinstance(client, Redis)
     return RedisStorage("async+redis://", implementation="redispy", wrap_exceptions=True,
                         connection_pool=client.connection_pool,  # type: ignore[arg-type]  # typed as scalars
                         key_prefix="gw:limits")

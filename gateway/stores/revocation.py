@@ -21,11 +21,12 @@ import logging
 import time
 from typing import Any, Callable, NamedTuple, Protocol, cast
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from ..claims import Claims
 from . import StoreUnavailable
+from redis.asyncio.cluster import RedisCluster
+
+from .kv import REDIS_DOWN, AnyRedis
 
 log = logging.getLogger("gateway.stores.revocation")
 KEY = "gw:revocations"
@@ -181,7 +182,7 @@ class MemoryRevocations:
 class RedisRevocations:
     """The revocations of every instance sharing one Redis: stored there, mirrored here through pub/sub."""
 
-    def __init__(self, redis: Redis, max_ttl: float, *, clock: Callable[[], float] = time.time,
+    def __init__(self, redis: AnyRedis, max_ttl: float, *, clock: Callable[[], float] = time.time,
                  retry_delay: float = 0.5) -> None:
         self._redis = redis
         self._max_ttl = max_ttl
@@ -229,10 +230,12 @@ class RedisRevocations:
                 pipe.zadd(KEY, {entry.member(): entry.drop_at for entry in entries})
                 pipe.zremrangebyscore(KEY, "-inf", self._clock())
                 pipe.expire(KEY, int(self._max_ttl) + 1)
-                for entry in entries:
-                    pipe.publish(CHANNEL, f"revoke {entry.member()} {entry.drop_at}")
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+            # Published once stored (a cluster runs no keyless command inside a transaction); should this
+            # fail, the revocation is stored and the caller's 503 asks for a retry, which is harmless.
+            for entry in entries:
+                await self._redis.publish(CHANNEL, f"revoke {entry.member()} {entry.drop_at}")
+        except REDIS_DOWN as exc:
             log.error("cannot store a revocation: %s", exc)
             raise StoreUnavailable() from None
         for entry in entries:
@@ -241,13 +244,20 @@ class RedisRevocations:
     async def _publish(self, message: str) -> None:
         try:
             await self._redis.publish(CHANNEL, message)
-        except (RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             log.error("cannot publish %s: %s", message.split()[0], exc)
             raise StoreUnavailable() from None
 
     async def listen(self) -> None:
         """Subscribe, load the whole list, then apply changes as they come; forever."""
         while not self._stopped:
+            try:  # a cluster client learns its slots on its first command; its pub/sub needs them first
+                if isinstance(self._redis, RedisCluster):
+                    await self._redis.initialize()
+            except REDIS_DOWN as exc:
+                log.warning("redis cluster unreachable (%s); retrying", exc)
+                await asyncio.sleep(self._retry_delay)
+                continue
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL)
@@ -259,7 +269,7 @@ class RedisRevocations:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._receive(message["data"])
-            except (RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 if self.fresh:
                     log.error("revocation updates lost (%s); authenticated requests fail closed until back", exc)
                 self.fresh = False
@@ -271,7 +281,7 @@ class RedisRevocations:
         """The list as Redis holds it now, without subscribing: for the operator's commands."""
         try:
             await self._load()
-        except (RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             log.error("cannot load the revocation list: %s", type(exc).__name__)
             raise StoreUnavailable() from None
 

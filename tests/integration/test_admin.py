@@ -133,6 +133,11 @@ async def test_metrics_count_each_decision_login_limit_and_upstream_outcome(tmp_
             assert users_command(gateway.path, "disable", disabled).returncode == 0
             assert (await answer(session, "GET", f"{url}/v1_0/user/profile",
                                  headers={"Authorization": f"Bearer {other['token']}"}))[0] == 403
+            # ...and their next login, with the right code, too
+            assert (await answer(session, "GET", f"{url}/v1_0/sms/codes/{disabled}"))[0] == 200
+            status, body = await answer(session, "POST", f"{url}/v1_0/authorizations",
+                                        json={"mobile": disabled, "code": code_in(gateway, disabled)})
+            assert (status, body) == (403, {"message": "Invalid user."})
             # limits, and upstream outcomes
             assert [(await answer(session, "GET", f"{url}/limited"))[0] for _ in range(2)] == [404, 429]
             assert (await answer(session, "GET", f"{url}/dead"))[0] == 502  # refused: its one target is down
@@ -164,10 +169,11 @@ async def test_metrics_count_each_decision_login_limit_and_upstream_outcome(tmp_
         "revoked": 2, "disabled": 1}
     # anonymous: /v1_0/articles once, /limited twice, /dead twice, /_stub/slow once, /v1_0/channels 4 times
     assert decision("anonymous") == 10
-    assert value(samples, "gateway_sms_codes_total", result="ok") == 2
+    assert value(samples, "gateway_sms_codes_total", result="ok") == 3
     assert value(samples, "gateway_sms_codes_total", result="invalid") == 1
     assert value(samples, "gateway_logins_total", method="sms", result="invalid") == 1
     assert value(samples, "gateway_logins_total", method="sms", result="ok") == 2
+    assert value(samples, "gateway_logins_total", method="sms", result="disabled") == 1
     assert value(samples, "gateway_logins_total", method="password", result="invalid") == 2
     assert value(samples, "gateway_logins_total", method="password", result="limited") == 1
     assert value(samples, "gateway_refreshes_total", result="ok") == 1
@@ -190,7 +196,7 @@ async def test_metrics_count_each_decision_login_limit_and_upstream_outcome(tmp_
     # missing, malformed, bad_signature, expired and the two revoked
     assert value(samples, "gateway_requests_total", route="/", method="GET", status="401") == 6
     assert value(samples, "gateway_requests_total", route="/v1_0/sms/codes/{mobile}", method="GET",
-                 status="200") == 2
+                 status="200") == 3
     assert value(samples, "gateway_requests_total", route="/v1_0/authorizations", method="POST",
                  status="201") == 2
     assert value(samples, "gateway_requests_total", route="/limited", method="GET", status="429") == 1
@@ -276,8 +282,14 @@ async def test_readyz_names_each_failing_store_never_hangs_and_recovers(tmp_path
             assert await until(["upstream dead"]) == ["upstream dead"]
             redis.stop()
             assert await until(["redis", "upstream dead"]) == ["redis", "upstream dead"]
+            # what a user sees meanwhile is counted as unavailable
+            assert (await answer(session, "GET", f"{gateway.url}/v1_0/sms/codes/13911110002"))[0] == 503
+            assert (await answer(session, "POST", f"{gateway.url}/v1_0/authorizations",
+                                 json={"mobile": "13911110002", "code": "123456"}))[0] == 503
             samples = await scrape(session, admin)
             assert value(samples, "gateway_revocation_in_sync") == 0
+            assert value(samples, "gateway_sms_codes_total", result="unavailable") == 1
+            assert value(samples, "gateway_logins_total", method="sms", result="unavailable") == 1
             hole = BlackHole(redis.port)  # Redis that accepts and never answers: the probe times out
             assert await until(["redis", "upstream dead"]) == ["redis", "upstream dead"]
             hole.close()

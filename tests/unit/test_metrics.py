@@ -25,7 +25,9 @@ def test_requests_are_counted_with_bounded_labels() -> None:
     metrics.request_done("/v1_0/news", "GET", 200, 0.0007)
     metrics.request_done("/v1_0/news", "GET", 200, 0.3)
     metrics.request_done("/v1_0/news", "BREW", 400, 0.0001)  # a method nobody standardised: "other"
-    metrics.request_done("unmatched", "GET", 429, 0.0001, limit="route:/x", gone=True)
+    metrics.request_done("unmatched", "GET", 429, 0.0001)
+    metrics.rate_limited[("route:/x",)] += 1
+    metrics.client_disconnects[()] += 1
     found = samples(render(metrics.snapshot()))
     assert found[("gateway_requests_total", frozenset({("route", "/v1_0/news"), ("method", "GET"),
                                                        ("status", "200")}))] == 2
