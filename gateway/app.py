@@ -27,14 +27,14 @@ from .client_ip import ClientIp
 from .config import Config
 from .endpoints.auth import AuthEndpoints
 from .endpoints.own import OwnEndpoints
-from .errors import BadRequest
 from .http.reply import Reply
 from .http.request import Request
 from .ids import IdWorker
 from .logs import REQUEST_ID
 from .metrics import GaugeValues, Metrics
-from .paths import normalize_path
+from .paths import normalize_path, origin_path
 from .pipeline.authenticate import Authenticator
+from .pipeline.cors import Cors
 from .pipeline.forward import Forwarder
 from .pipeline.forward_auth import ForwardAuth
 from .pipeline.match import Route, RouteTable, resolve_all
@@ -57,9 +57,10 @@ log = logging.getLogger("gateway")
 class Gateway:
     def __init__(self, own: OwnEndpoints, pipeline: Pipeline, *, users: UserStore, tokens: TokenService,
                  ids: IdWorker, authenticator: Authenticator, forwarder: Forwarder, kv: KeyValue | None,
-                 observe: RequestObserver | None) -> None:
+                 observe: RequestObserver | None, cors: Cors | None = None) -> None:
         self._own = own
         self._pipeline = pipeline
+        self._cors = cors
         self._forwarder = forwarder
         self._kv = kv  # the shared Redis; None on memory://
         self.observe = observe  # None: no metrics and no access log, nothing to tell once a request is over
@@ -92,25 +93,23 @@ class Gateway:
         """The stores turn their drivers' errors into StoreUnavailable (503), which fails closed like any
         GatewayError: nothing here needs to know which driver a store uses."""
         REQUEST_ID.set(None)  # until the pipeline gives this request its id
-        path = normalize_path(_origin_path(request.path))
+        path = normalize_path(origin_path(request.path))
         own = self._own.match(path)
+        if self._cors is not None and (origin := request.headers.get("Origin")) is not None:
+            answers = self._cors.answers(path, own=own is not None)
+            asked = request.headers.get("Access-Control-Request-Method") if request.method == "OPTIONS" else None
+            if asked is not None:  # a preflight: answered here, before authentication, never forwarded
+                reply.send(self._cors.preflight(answers, origin, asked,
+                                                request.headers.get("Access-Control-Request-Headers")))
+                return
+            if answers is not None:
+                reply.extra = answers.fields(origin)
         if own is not None:
             if request.note is not None:
                 request.note.route = own.route  # forward-auth: until the route it checks is matched
             reply.send(await own.endpoint(request.method)(request))
         else:
             await self._pipeline.proxy(request, reply, path)
-
-
-def _origin_path(target: str) -> str:
-    """The path of a request-target: origin-form as sent, or the path of an absolute-form one (RFC 9112 §3.2.2)."""
-    if target.startswith("/"):
-        return target
-    scheme, sep, rest = target.partition("://")
-    if sep and scheme.lower() in ("http", "https"):
-        slash = rest.find("/")
-        return rest[slash:] if slash >= 0 else "/"
-    raise BadRequest("Invalid request target.")
 
 
 @dataclass
@@ -163,6 +162,7 @@ async def open_gateway(config: Config, embedded: EmbeddedStores | None = None, m
         own = OwnEndpoints(auth, ForwardAuth(pipeline, client_ip))
         yield Gateway(own, pipeline, users=users, tokens=tokens, ids=ids, authenticator=authenticator,
                       forwarder=forwarder, kv=None if config.redis.embedded else stores.kv,
+                      cors=Cors(config.cors, routes) if config.cors is not None else None,
                       observe=RequestObserver(metrics, log_access=config.server.access_log)
                       if metrics.enabled or config.server.access_log else None)
 
@@ -179,12 +179,13 @@ async def _key_value_stores(config: Config, embedded: EmbeddedStores | None) -> 
     primary, replica = connect_redis(config.redis)
     revocations = RedisRevocations(primary, max_ttl)
     listener = asyncio.create_task(revocations.listen())
+    limiter = Limiter(redis_storage(primary, config.redis))
     try:
         await revocations.wait_until_fresh(timeout=5)
         yield _KeyValueStores(RedisKV(primary), RedisCodeStore(primary, replica, failures),
-                              RateLimits(Limiter(redis_storage(primary, config.redis)), config.limits),
-                              RedisFailures(primary, failures), revocations)
+                              RateLimits(limiter, config.limits), RedisFailures(primary, failures), revocations)
     finally:
+        await limiter.close()
         revocations.stop()
         listener.cancel()
         # redis-py can swallow a cancellation that lands mid-connect; do not wait on it for long.

@@ -36,16 +36,16 @@ class _Lines(logging.Formatter):
 class JsonFormatter(_Lines):
     def __init__(self) -> None:
         super().__init__()
-        self._second = -1
-        self._prefix = ""  # the ISO 8601 time of `_second`, up to the seconds: made once a second
+        self._second: tuple[int, str] = (-1, "")  # a second, and its ISO 8601 time to the seconds: made once
         self._encode = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps makes one a call
 
     def _time(self, created: float) -> str:
         second = int(created)
-        if second != self._second:
-            self._second = second
-            self._prefix = datetime.datetime.fromtimestamp(second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+        cached, prefix = self._second  # one tuple: a record made on another thread reads a matching pair
+        if second != cached:
+            prefix = datetime.datetime.fromtimestamp(second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = (second, prefix)
+        return f"{prefix}.{int((created - second) * 1000):03d}Z"
 
     def line(self, created: float, level: str, logger: str, message: str, fields: dict[str, object] | None,
              exception: str | None = None) -> str:

@@ -93,3 +93,15 @@ def _decode_unreserved(raw: str) -> str:
         out.append(decoded if decoded in _UNRESERVED else "%" + hexpair)
         i += 3
     return "".join(out)
+
+
+def origin_path(target: str) -> str:
+    """The path of a request-target: origin-form as sent, or the path of an absolute-form one (RFC 9112 §3.2.2),
+    without its scheme and authority (and so without any user:password@ in it)."""
+    if target.startswith("/"):
+        return target
+    scheme, sep, rest = target.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
+        slash = rest.find("/")
+        return rest[slash:] if slash >= 0 else "/"
+    raise BadRequest("Invalid request target.")

@@ -55,6 +55,14 @@ async def cookies(request: web.Request) -> web.Response:
     return response
 
 
+async def own_cors(request: web.Request) -> web.Response:
+    """A service that answers CORS itself (any origin, with credentials): what a gateway in front must not
+    let through as it is."""
+    return web.json_response({"cors": "upstream"}, headers={
+        "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true",
+        "Access-Control-Expose-Headers": "X-Upstream-Secret"})
+
+
 async def health(request: web.Request) -> web.Response:
     if request.app[HEALTHY][0]:
         return web.json_response({"healthy": True})
@@ -118,6 +126,7 @@ def add_test_routes(app: web.Application) -> None:
     app.router.add_get("/_stub/gzip", compressed)
     app.router.add_get("/_stub/slow", slow)
     app.router.add_get("/_stub/cookies", cookies)
+    app.router.add_route("*", "/_stub/cors", own_cors)
     app[HEALTHY] = [True]
     app.router.add_get("/_stub/health", health)
     app.router.add_get("/_stub/slow-body", slow_body)

@@ -219,6 +219,22 @@ class UpstreamConfig:
     tls: UpstreamTls = field(default_factory=UpstreamTls)
 
 
+@dataclass(frozen=True)
+class CorsPolicy:
+    """`cors` (and a route's narrowing of it): which other origins' pages may call the gateway."""
+
+    allow_origins: frozenset[str]  # exact origins (scheme://host[:port]), or {"*"} without credentials
+    allow_methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    allow_headers: tuple[str, ...] = ("Authorization", "Content-Type")
+    expose_headers: tuple[str, ...] = ("X-Request-Id",)
+    max_age: int = 600
+    allow_credentials: bool = False
+
+    @property
+    def any_origin(self) -> bool:
+        return "*" in self.allow_origins
+
+
 class AuthMode(StrEnum):
     PUBLIC = "public"  # no token needed; one sent is not read
     OPTIONAL = "optional"  # a valid token identifies the user; none is fine; a bad one is 401
@@ -235,6 +251,7 @@ class RouteConfig:
     timeouts: Timeouts | None = None  # None: the upstream's
     max_body_size: int | None = None  # None: the upstream's
     retry_non_idempotent: bool = False
+    cors: CorsPolicy | None = None  # the top-level `cors`, narrowed by the route's own; None: no CORS here
 
     def mode(self, method: str) -> AuthMode:
         """The mode for this method; HEAD follows GET; unnamed methods follow "*"."""
@@ -258,5 +275,6 @@ class Config:
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
+    cors: CorsPolicy | None = None  # for the gateway's own endpoints, and the routes that do not narrow it
     source: str = "<memory>"
     warnings: tuple[str, ...] = ()  # logged at start and on each reload: a certificate soon to expire, say

@@ -6,11 +6,13 @@ import re
 from typing import Any, Mapping
 
 from ..paths import normalize_route_path
+from .cors import cors_section, route_cors
 from .jwtkeys import read_keys
 from .model import (
     AdminConfig,
     AuthMode,
     ClusterConfig,
+    CorsPolicy,
     Config,
     DatabaseConfig,
     IdsConfig,
@@ -33,12 +35,13 @@ from .upstreams import size, timeouts, upstreams_section
 SMS_SENDERS = ("log",)
 MAX_CODE_TTL = 600  # NIST SP 800-63B: an out-of-band secret lives 10 minutes at most
 DEFAULT_SMS_LIMITS = [{"rate": "1/minute", "key": "mobile"}, {"rate": "100/hour", "key": "ip"}]
-TOP_LEVEL = {"server", "admin", "jwt", "redis", "database", "ids", "sms", "limits", "revocation", "upstreams", "routes"}
+TOP_LEVEL = {"server", "admin", "cors", "jwt", "redis", "database", "ids", "sms", "limits", "revocation", "upstreams", "routes"}
 
 
 def read_config(reader: Reader, raw: dict[str, Any], dev: bool) -> Config:
     reader.section(raw, "", TOP_LEVEL)
     upstreams = upstreams_section(reader, raw.get("upstreams"))
+    cors = cors_section(reader, raw.get("cors"))
     config = Config(
         server=server(reader, raw.get("server")),
         admin=admin(reader, raw.get("admin")),
@@ -50,7 +53,8 @@ def read_config(reader: Reader, raw: dict[str, Any], dev: bool) -> Config:
         limits=limits_section(reader, raw.get("limits")),
         revocation=revocation(reader, raw.get("revocation")),
         upstreams=upstreams,
-        routes=routes(reader, raw.get("routes"), upstreams),
+        routes=routes(reader, raw.get("routes"), upstreams, cors),
+        cors=cors,
         warnings=tuple(reader.warnings),
     )
     check_workers(reader, config)
@@ -245,8 +249,10 @@ def revocation(reader: Reader, raw: Any) -> RevocationConfig:
     )
 
 
-def routes(reader: Reader, raw: Any, upstreams: Mapping[str, UpstreamConfig]) -> tuple[RouteConfig, ...]:
-    found = [route(reader, f"routes[{i}]", spec, upstreams) for i, spec in enumerate(reader.items(raw, "routes"))]
+def routes(reader: Reader, raw: Any, upstreams: Mapping[str, UpstreamConfig], cors: CorsPolicy | None = None
+           ) -> tuple[RouteConfig, ...]:
+    found = [route(reader, f"routes[{i}]", spec, upstreams, cors)
+             for i, spec in enumerate(reader.items(raw, "routes"))]
     seen: dict[str, int] = {}
     for i, r in enumerate(found):
         if r.path in seen:
@@ -255,9 +261,10 @@ def routes(reader: Reader, raw: Any, upstreams: Mapping[str, UpstreamConfig]) ->
     return tuple(found)
 
 
-def route(reader: Reader, where: str, raw: Any, upstreams: Mapping[str, UpstreamConfig]) -> RouteConfig:
+def route(reader: Reader, where: str, raw: Any, upstreams: Mapping[str, UpstreamConfig],
+          cors: CorsPolicy | None = None) -> RouteConfig:
     block = reader.section(raw, where, {"path", "upstream", "auth", "forward_authorization", "limits", "timeouts",
-                                        "max_body_size", "retry_non_idempotent"})
+                                        "max_body_size", "retry_non_idempotent", "cors"})
     path = reader.string(block, "path", where, None)
     try:
         path = normalize_route_path(path or "")
@@ -277,6 +284,7 @@ def route(reader: Reader, where: str, raw: Any, upstreams: Mapping[str, Upstream
         timeouts=route_timeouts(reader, block.get("timeouts"), f"{where}.timeouts", upstreams.get(upstream_name or "")),
         max_body_size=size(reader, block, "max_body_size", where),
         retry_non_idempotent=reader.boolean(block, "retry_non_idempotent", where, False),
+        cors=route_cors(reader, block.get("cors"), f"{where}.cors", cors),
     )
 
 

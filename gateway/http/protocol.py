@@ -21,6 +21,7 @@ from typing import Awaitable, Callable
 import httptools
 
 from ..errors import BadRequest, ExpectationFailed, GatewayError, HeadersTooLarge, InternalError, UriTooLong
+from ..logs import REQUEST_ID
 from .body import RequestBody
 from .reply import ClientGone, Reply
 from .request import Headers, RawFields, Request, RequestNote
@@ -335,8 +336,10 @@ class HttpProtocol(asyncio.Protocol):
     def _answer_refusal(self, error: GatewayError) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        request = Request("GET", "/", "1.1", Headers([]), self._peer, self._scheme, self._no_body,
+        # no request could be read: its method and path are "-" wherever they are shown
+        request = Request("-", "-", "1.1", Headers([]), self._peer, self._scheme, self._no_body,
                           RequestNote(time.monotonic(), self._peer), keep_alive=False, upgrade=False)
+        REQUEST_ID.set(None)  # queued behind a pipelined request, this runs in its task: not its id
         reply = Reply(self, request)
         reply.send(error_response(error))
         if self._observe is not None:

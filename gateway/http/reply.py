@@ -44,7 +44,7 @@ class Connection(Protocol):
 
 class Reply:
     __slots__ = ("_protocol", "_request", "status", "sent", "started", "finished", "keep_alive", "_chunked",
-                 "_no_body", "took_over")
+                 "_no_body", "took_over", "extra")
 
     def __init__(self, protocol: Connection, request: Request) -> None:
         self._protocol = protocol
@@ -57,6 +57,7 @@ class Reply:
         self._chunked = False
         self._no_body = False
         self.took_over = False  # the connection left HTTP (a tunnel)
+        self.extra = b""  # header lines every answer to this request carries, whoever makes it (CORS)
 
     def send(self, response: Response) -> None:
         """A complete answer made by the gateway, in one write."""
@@ -75,7 +76,7 @@ class Reply:
         self._no_body = request.method == "HEAD" or status in _NO_BODY or status < 200
         self.keep_alive = (request.keep_alive and request.body.complete and not self._protocol.connections.closing
                            and status != 101)
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason), _SERVER_LINE, fields]
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason), _SERVER_LINE, fields, self.extra]
         if not framed and not self._no_body:
             if length is not None:
                 head.append(b"Content-Length: %d\r\n" % length)

@@ -86,6 +86,7 @@ class _Exchange:
         self.request = request
         self.timeouts = route.timeouts
         self._route = route
+        self.cors = route.cors is not None  # the gateway answers CORS here: the upstream's own fields go
         self.body = _Body(request.body, route.body_limit)
         self._fields = fields  # without the client's framing: see _Body.framing
         self._path_qs = path_qs
@@ -266,7 +267,7 @@ def _relay_whole(reply: Reply, exchange: _Exchange, head: ResponseHead, req_id: 
     """Write the head and what of the body has arrived; True when that was the whole answer."""
     conn = exchange.conn
     assert conn is not None
-    fields, framed = client_response_fields(head.headers, req_id, reply.date())
+    fields, framed = client_response_fields(head.headers, req_id, reply.date(), cors=exchange.cors)
     first = conn.read_nowait()  # what has already arrived; never waits
     reason = head.reason or b"-"
     if conn.complete:  # the whole answer is here: one write, with a length when the upstream gave none

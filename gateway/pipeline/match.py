@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Generic, Iterable, Mapping, Protocol, TypeVar
 
 from ..config import RateLimit, RouteConfig
-from ..config.model import AuthMode, Timeouts
+from ..config.model import AuthMode, CorsPolicy, Timeouts
 from ..proxy.upstream import Upstream
 
 
@@ -52,6 +52,7 @@ class Route:
     timeouts: Timeouts
     body_limit: int | None
     retry_methods: frozenset[str] | None  # None: any method may be retried
+    cors: CorsPolicy | None  # None: CORS is off here (the upstream's own Access-Control-* fields pass)
 
     def mode(self, method: str) -> AuthMode:
         return self.modes.get(method, self.other_mode)
@@ -72,6 +73,7 @@ def resolve(config: RouteConfig, upstream: Upstream) -> Route:
         timeouts=config.timeouts or upstream.config.timeouts,
         body_limit=config.max_body_size or upstream.config.max_body_size,
         retry_methods=None if config.retry_non_idempotent else upstream.config.retry_methods,
+        cors=config.cors,
     )
 
 

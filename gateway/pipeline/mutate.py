@@ -26,8 +26,10 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
 RESPONSE_DROP_RAW = frozenset(name.encode() for name in _RESPONSE_DROP)  # never sent back to a client
-_HAS_LENGTH, _HAS_REQUEST_ID, _HAS_DATE, _DROP = 1, 2, 4, 8
-_RESPONSE_FIELD = {name: _DROP for name in RESPONSE_DROP_RAW} | {
+_HAS_LENGTH, _HAS_REQUEST_ID, _HAS_DATE, _DROP, _CORS = 1, 2, 4, 8, 16
+_CORS_FIELDS = (b"access-control-allow-origin", b"access-control-allow-credentials", b"access-control-expose-headers",
+                b"access-control-allow-methods", b"access-control-allow-headers", b"access-control-max-age")
+_RESPONSE_FIELD = {name: _DROP for name in RESPONSE_DROP_RAW} | {name: _CORS for name in _CORS_FIELDS} | {
     b"content-length": _HAS_LENGTH, b"x-request-id": _HAS_REQUEST_ID, b"date": _HAS_DATE}
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive"})  # dropped with Connection itself
 _REQUEST_DROP_RAW = frozenset(name.encode() for name in _REQUEST_DROP)
@@ -96,15 +98,21 @@ def upstream_request_fields(
     return b"".join(parts)
 
 
-def client_response_fields(fields: RawFields, req_id: str, date: bytes) -> tuple[bytes, bool]:
+def client_response_fields(fields: RawFields, req_id: str, date: bytes, *, cors: bool = False
+                           ) -> tuple[bytes, bool]:
     """The upstream's answer fields for the client, as header lines: hop-by-hop ones and those `Connection`
     names dropped, Server replaced by the gateway's (the writer adds it), X-Request-Id and Date added when
-    missing. Also whether the upstream gave a Content-Length, which then frames the body as it did."""
+    missing; with `cors` (the gateway answers CORS on this route) the upstream's Access-Control-* too.
+    Also whether the upstream gave a Content-Length, which then frames the body as it did."""
     parts: list[bytes] = []
     have = 0
     named: set[bytes] = set()
     for name, value in fields:
         kind = _RESPONSE_FIELD.get(name.lower(), 0)
+        if kind == _CORS:
+            if cors:
+                continue
+            kind = 0
         if kind == _DROP:
             if name.lower() == b"connection" and value.lower() not in _CONNECTION_OPTIONS:
                 named |= _tokens(value) - _CONNECTION_OPTIONS
@@ -113,7 +121,7 @@ def client_response_fields(fields: RawFields, req_id: str, date: bytes) -> tuple
         parts += (name, b": ", value, b"\r\n")
     if named:  # rare: fields the upstream meant for this hop only
         named.add(b"connection")
-        return client_response_fields([(n, v) for n, v in fields if n.lower() not in named], req_id, date)
+        return client_response_fields([(n, v) for n, v in fields if n.lower() not in named], req_id, date, cors=cors)
     if not have & _HAS_REQUEST_ID:
         parts += (b"X-Request-Id: ", req_id.encode(), b"\r\n")
     if not have & _HAS_DATE:

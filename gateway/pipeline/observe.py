@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from bisect import bisect_left as _bisect
 
-from ..errors import GatewayError, TooManyRequests
+from ..errors import BadRequest, GatewayError, TooManyRequests
 from ..http.reply import Reply
 from ..http.request import Request
 from ..logs import AccessLog
 from ..metrics import BUCKETS, CELL, METHODS, UNMATCHED, Metrics
+from ..paths import origin_path
 
 CLIENT_CLOSED = 499  # nginx's: the client closed the connection before its answer was written
 _ANY = ()
@@ -48,8 +49,19 @@ class RequestObserver:
             if error is not None and isinstance(error, TooManyRequests):
                 self._limited[(error.limit,)] += 1
         if self._access_log is not None:
-            self._access_log.write(f"{request.method} {request.path} {status}", {
-                "client": note.client, "method": request.method, "path": request.path, "route": note.route,
+            path = _logged_path(request.path)
+            self._access_log.write(f"{request.method} {path} {status}", {
+                "client": note.client, "method": request.method, "path": path, "route": note.route,
                 "status": status, "user_id": note.user_id, "upstream": note.upstream, "target": note.target,
                 "duration_ms": round(seconds * 1000, 3), "bytes_sent": reply.sent})
 
+
+def _logged_path(target: str) -> str:
+    """The path as sent (never the query: the request keeps it apart), or of an absolute-form target its path
+    alone: no scheme, host or user:password@."""
+    if target.startswith("/") or target == "-":
+        return target
+    try:
+        return origin_path(target)
+    except BadRequest:
+        return "-"

@@ -105,12 +105,17 @@ class Server:
         self._snapshots = SnapshotWriter(metrics_dir, self.metrics) if metrics_dir is not None else None
         self._readiness = Readiness(self._probes, config.admin.probe_timeout if config.admin else 1.0)
         self.admin: AdminServer | None = None
+        self._current: Generation | None = None
         self._stopped = asyncio.Event()
         self._reloading = asyncio.Lock()
 
     def _probes(self) -> dict[str, Probe]:
-        gateway = self._current.gateway
-        return gateway.probes() if gateway is not None else {}
+        gateway = self._current.gateway if self._current is not None else None
+        return gateway.probes() if gateway is not None else {"starting": _starting}
+
+    def _serving_now(self) -> Generation:
+        assert self._current is not None, "serving starts before signals are handled"
+        return self._current
 
     def _serving(self, generation: Generation) -> None:
         self._current = generation
@@ -119,14 +124,15 @@ class Server:
 
     async def run(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        current = Generation(self.config, self._table, self._embedded, self.metrics)
-        await current.start(sock)
-        self._serving(current)
         admin = self.config.admin
         if admin is not None and self._table is None:  # with workers, the supervisor serves it
+            # First: /healthz answers while the stores open, and /readyz says "starting" until the gateway serves
             self.admin = AdminServer(admin, self.metrics.snapshot, self._readiness)
             await self.admin.start()
             log.info("admin listener on http://%s:%d", admin.host, self.admin.port)
+        current = Generation(self.config, self._table, self._embedded, self.metrics)
+        await current.start(sock)
+        self._serving(current)
         snapshots = asyncio.create_task(self._snapshots.run()) if self._snapshots is not None else None
         beating = asyncio.create_task(self._beat()) if self._table is not None else None
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload(sock)))
@@ -144,7 +150,7 @@ class Server:
             assert self._table is not None
             self._table.leave()  # no longer accepting: the other workers take every new connection
         async with self._reloading:
-            await self._current.stop()
+            await self._serving_now().stop()
         if snapshots is not None and self._snapshots is not None:
             snapshots.cancel()
             self._snapshots.write()  # the last counts, for the supervisor
@@ -174,7 +180,7 @@ class Server:
                 log.exception("reload failed while starting; the running configuration stays")
                 await fresh.stop()
                 return
-            old, self.config = self._current, config
+            old, self.config = self._serving_now(), config
             self._serving(fresh)
             log.info("reloaded %s", config.source)
             await old.stop()
@@ -186,6 +192,10 @@ class Server:
         while True:
             self._table.beat()
             await asyncio.sleep(BEAT)
+
+
+async def _starting() -> None:
+    raise LookupError("the gateway is starting: its stores are not open yet")
 
 
 def _refused(exc: ConfigError) -> None:

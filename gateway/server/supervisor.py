@@ -23,13 +23,15 @@ import sys
 import tempfile
 from typing import AsyncIterator, Callable
 
+from redis.asyncio import Redis
+
 from ..admin.readiness import Probe, Readiness
 from ..admin.server import AdminServer
 from ..admin.shared import WorkerSnapshots
-from ..config import Config
+from ..config import Config, ConfigError, load_config
 from ..metrics import Snapshot
 from ..stores.databases import open_user_store
-from ..stores.kv import RedisKV, connect_redis
+from ..stores.kv import AnyRedis, RedisKV, connect_redis
 from ..stores.users import UserStore
 from .listener import WorkerTable
 from .serving import bind
@@ -52,6 +54,9 @@ class Supervisor:
         self.table = WorkerTable.create(config.server.workers)
         self.metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-") if config.admin is not None else None
         self.snapshots = WorkerSnapshots(self.metrics_dir) if self.metrics_dir is not None else None
+        self.probes = _SupervisorProbes(config, self._total)
+        self._reloading: asyncio.Future[None] | None = None  # held: the loop keeps only a weak reference
+        self.readiness = Readiness(self.probes.probes, config.admin.probe_timeout if config.admin else 1.0)
 
     def command(self, index: int) -> list[str]:
         args = [sys.executable, "-m", "gateway", "run", "--config", self.config.source, "--worker", str(index),
@@ -61,6 +66,8 @@ class Supervisor:
         return args + (["--dev"] if self.dev else [])
 
     def start(self, index: int) -> None:
+        if self.stopping.is_set():  # SIGTERM came first: a worker started now would never be told to stop
+            return
         self.table.clear(index)  # until the worker serves, the others take every connection
         self.workers[index] = subprocess.Popen(self.command(index), env=self.env,
                                                pass_fds=(self.sock.fileno(), self.table.fd))
@@ -76,7 +83,7 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self.signal_all, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         loop.add_signal_handler(signal.SIGTERM, self._stop)
         loop.add_signal_handler(signal.SIGINT, self._stop)
         try:
@@ -119,7 +126,19 @@ class Supervisor:
 
     def _stop(self) -> None:
         self.stopping.set()
+        self.readiness.draining = True  # from now on /readyz sends traffic elsewhere
         self.signal_all(signal.SIGTERM)
+
+    def _reload(self) -> None:
+        """SIGHUP: the workers reload gateway.yaml; so do the supervisor's readiness probes (its upstreams,
+        Redis and database). The admin listener itself stays where it is until a restart."""
+        self.signal_all(signal.SIGHUP)
+        try:
+            config = load_config(self.config.source, dev=self.dev)
+        except ConfigError:
+            return  # the workers log every problem; the running configuration stays
+        self.config = config
+        self._reloading = asyncio.ensure_future(self.probes.use(config))
 
     @contextlib.asynccontextmanager
     async def _admin(self) -> AsyncIterator[None]:
@@ -127,45 +146,57 @@ class Supervisor:
         if admin is None:
             yield
             return
-        async with _SupervisorProbes(self.config, self._total) as probes:
-            readiness = Readiness(probes.probes, admin.probe_timeout)
-            server = AdminServer(admin, self._total, readiness)
-            await server.start()
-            log.info("admin listener on http://%s:%d", admin.host, server.port)
-            try:
-                yield
-            finally:
-                readiness.draining = True
-                await server.stop()
+        server = AdminServer(admin, self._total, self.readiness)
+        await server.start()
+        log.info("admin listener on http://%s:%d", admin.host, server.port)
+        try:
+            yield
+        finally:
+            self.readiness.draining = True
+            await server.stop()
+            await self.probes.close()
 
     def _total(self) -> Snapshot:
+        """Every worker's counts: those that exited (whether or not replaced yet) are kept as they last wrote
+        them, so that no sum goes down while workers stop or restart."""
         assert self.snapshots is not None
+        for proc in self.workers.values():
+            if proc.poll() is not None:
+                self.snapshots.exited(proc.pid)
         return self.snapshots.total(self.live_pids())
 
 
 class _SupervisorProbes:
-    """/readyz in the supervisor: its own connections to Redis and the database (opened once, small), and
-    the upstreams' health as the workers last reported it."""
+    """/readyz in the supervisor: its own small connections to Redis and the database, opened on first use
+    (either may be down when the gateway starts) and again after a reload, and the upstreams' health as the
+    workers last reported it."""
 
     def __init__(self, config: Config, total: Callable[[], Snapshot]) -> None:
         self._config = config
         self._total = total
-        self._stack = contextlib.AsyncExitStack()
-        self._kv: RedisKV | None = None
+        self._opening = asyncio.Lock()  # two /readyz at once open one connection, not two
+        self._redis_clients: tuple[AnyRedis, Redis | None] | None = None
         self._users: UserStore | None = None
 
-    async def __aenter__(self) -> _SupervisorProbes:
-        primary, replica = connect_redis(self._config.redis)
-        self._stack.push_async_callback(primary.aclose)
-        if replica is not None:
-            self._stack.push_async_callback(replica.aclose)
-        self._kv = RedisKV(primary)
-        return self
+    async def use(self, config: Config) -> None:
+        """A reloaded configuration: its upstreams, and connections to its Redis and database."""
+        async with self._opening:
+            await self._close()
+            self._config = config
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._users is not None:
-            await self._users.close()
-        await self._stack.aclose()
+    async def close(self) -> None:
+        async with self._opening:
+            await self._close()
+
+    async def _close(self) -> None:
+        clients, self._redis_clients = self._redis_clients, None
+        users, self._users = self._users, None
+        if clients is not None:
+            for client in clients:
+                if client is not None:
+                    await client.aclose()
+        if users is not None:
+            await users.close()
 
     def probes(self) -> dict[str, Probe]:
         probes: dict[str, Probe] = {"redis": self._redis, "database": self._database}
@@ -174,13 +205,18 @@ class _SupervisorProbes:
         return probes
 
     async def _redis(self) -> None:
-        assert self._kv is not None
-        await self._kv.ping()
+        async with self._opening:
+            if self._redis_clients is None:
+                self._redis_clients = connect_redis(self._config.redis)
+            primary = self._redis_clients[0]
+        await RedisKV(primary).ping()
 
     async def _database(self) -> None:
-        if self._users is None:  # opened on first use: the database may be down when the gateway starts
-            self._users = await open_user_store(self._config.database.url, 1)
-        await self._users.ping()
+        async with self._opening:
+            if self._users is None:
+                self._users = await open_user_store(self._config.database.url, 1)
+            users = self._users
+        await users.ping()
 
     def _upstream(self, name: str) -> Probe:
         async def probe() -> None:

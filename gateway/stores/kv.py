@@ -121,7 +121,12 @@ class RedisKV:
 
     async def ping(self) -> None:
         with _unavailable():
-            await self._client.ping()
+            if isinstance(self._client, RedisCluster):  # a node answers PING while its cluster is down
+                state = (await self._client.cluster_info()).get("cluster_state")
+                if state != "ok":
+                    raise RedisClusterException(f"cluster_state is {state}")
+            else:
+                await self._client.ping()
 
 
 def _unavailable() -> contextlib.AbstractContextManager[None]:

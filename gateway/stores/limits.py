@@ -15,6 +15,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from ..config import RedisConfig
 from .kv import REDIS_DOWN, AnyRedis
@@ -30,7 +31,8 @@ def redis_storage(client: AnyRedis, config: RedisConfig) -> Storage:
         nodes = ",".join(f"{host}:{port}" for host, port in config.cluster.nodes)
         password = config.cluster.password
         return RedisClusterStorage(f"async+redis+cluster://{nodes}", implementation="redispy", wrap_exceptions=True,
-                                   key_prefix="gw:limits", **({"password": password} if password else {}))
+                                   key_prefix="gw:limits", socket_timeout=2, socket_connect_timeout=2,
+                                   **({"password": password} if password else {}))
     assert isinstance(client, Redis)
     return RedisStorage("async+redis://", implementation="redispy", wrap_exceptions=True,
                         connection_pool=client.connection_pool,  # type: ignore[arg-type]  # typed as scalars
@@ -39,8 +41,16 @@ def redis_storage(client: AnyRedis, config: RedisConfig) -> Storage:
 
 class Limiter:
     def __init__(self, storage: Storage | None = None) -> None:
+        self._storage = storage
         self._local = MovingWindowRateLimiter(MemoryStorage())
         self._shared = MovingWindowRateLimiter(storage) if storage is not None else self._local
+
+    async def close(self) -> None:
+        """Close the client the limits library made for a cluster (on a plain Redis it shares the gateway's,
+        which the gateway closes)."""
+        client = getattr(getattr(self._storage, "bridge", None), "storage", None)  # limits' redis-py bridge
+        if isinstance(client, RedisCluster):
+            await client.aclose()
 
     async def hit(self, rate: RateLimitItem, *key: str) -> float | None:
         """Count one request. None when it is allowed, else the seconds until it would be."""

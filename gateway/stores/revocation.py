@@ -231,15 +231,20 @@ class RedisRevocations:
                 pipe.zremrangebyscore(KEY, "-inf", self._clock())
                 pipe.expire(KEY, int(self._max_ttl) + 1)
                 await pipe.execute()
-            # Published once stored (a cluster runs no keyless command inside a transaction); should this
-            # fail, the revocation is stored and the caller's 503 asks for a retry, which is harmless.
-            for entry in entries:
-                await self._redis.publish(CHANNEL, f"revoke {entry.member()} {entry.drop_at}")
         except REDIS_DOWN as exc:
             log.error("cannot store a revocation: %s", exc)
             raise StoreUnavailable() from None
-        for entry in entries:
+        for entry in entries:  # stored: in force here at once, whatever becomes of the message
             self._list.add(entry)
+        try:
+            # Published once stored (a cluster runs no keyless command inside a transaction). Should this fail,
+            # the other instances load the stored list when their subscription comes back; the 503 asks the
+            # client to retry, which is harmless.
+            for entry in entries:
+                await self._redis.publish(CHANNEL, f"revoke {entry.member()} {entry.drop_at}")
+        except REDIS_DOWN as exc:
+            log.error("a revocation is stored but could not be announced: %s", exc)
+            raise StoreUnavailable() from None
 
     async def _publish(self, message: str) -> None:
         try:
@@ -273,6 +278,8 @@ class RedisRevocations:
                 if self.fresh:
                     log.error("revocation updates lost (%s); authenticated requests fail closed until back", exc)
                 self.fresh = False
+                if isinstance(self._redis, RedisCluster):  # the node it listened on may have failed over
+                    await _refresh_topology(self._redis)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             await asyncio.sleep(self._retry_delay)
@@ -307,6 +314,13 @@ class RedisRevocations:
                 self._listeners.forget(int(kind[len("status:"):]))
         except ValueError:  # a message this version cannot read must not end the subscription
             log.warning("revocation message not understood, ignored: %.60r", data)
+
+
+async def _refresh_topology(cluster: RedisCluster) -> None:
+    try:
+        await cluster.nodes_manager.initialize()
+    except REDIS_DOWN as exc:
+        log.warning("redis cluster topology not refreshed: %s", exc)
 
 
 def _session_entries(sids: tuple[str, ...], drop_at: float) -> list[Entry]:

@@ -412,5 +412,37 @@ async def test_with_workers_the_supervisor_adds_up_their_metrics(tmp_path: Path,
             results = await asyncio.gather(one_connection(), one_connection())
             assert results == [[200] * per_connection] * 2
             assert await counted(session, 4 * per_connection) == 4 * per_connection
+            # SIGHUP reloads the supervisor's probes with the workers: an upstream renamed is probed by its
+            # new name (the old one would fail for good)
+            renamed = {**raw, "upstreams": {"feed": raw["upstreams"]["news"]},
+                       "routes": [{**r, "upstream": "feed"} for r in raw["routes"]]}
+            gateway.write(renamed)
+            gateway.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 15
+            ready: tuple[int, Any] = (0, None)
+            while ready != (200, {"status": "ready"}) and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+                ready = await answer(session, "GET", f"{admin}/readyz")
+                samples = await scrape(session, admin)
+            assert ready == (200, {"status": "ready"})
+            assert value(samples, "gateway_upstream_target_healthy", upstream="feed", target=stub) == 1
+            # SIGTERM: the supervisor's /readyz says draining while the workers finish what they serve
+            slow = asyncio.ensure_future(answer(session, "GET", f"{gateway.url}/_stub/slow?seconds=2"))
+            await asyncio.sleep(0.5)
+            gateway.signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            assert await answer(session, "GET", f"{admin}/readyz") == (503, {"status": "not ready",
+                                                                          "failing": ["draining"]})
+            assert (await slow)[0] == 200
+            before = value(samples, "gateway_requests_total", route="/v1_0/channels", method="GET", status="200")
+            while gateway.proc.poll() is None:  # while the workers stop, no sum goes down
+                try:
+                    now = await scrape(session, admin)
+                except aiohttp.ClientError:
+                    break
+                assert value(now, "gateway_requests_total", route="/v1_0/channels", method="GET",
+                             status="200") >= before
+                await asyncio.sleep(0.05)
+        assert gateway.proc.wait(30) == 0
     finally:
         gateway.stop()

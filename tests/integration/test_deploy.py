@@ -56,6 +56,9 @@ def test_the_images_start_command_serves_the_shipped_config(tmp_path: Path, stub
     image = dockerfile()
     assert image["user"] not in ("root", "0")
     assert set(image["expose"]) == {8000, 8001}
+    assert image["env"]["GATEWAY_ADMIN_HOST"] == "0.0.0.0"  # in the container; deploy/gateway.yaml's own is loopback
+    shipped = parse_config(yaml.safe_load((DEPLOY / "gateway.yaml").read_text()), env={"GATEWAY_JWT_SECRET": SECRET})
+    assert shipped.admin is not None and shipped.admin.host == "127.0.0.1"  # systemd: not on the public network
     config_path = image["env"]["GATEWAY_CONFIG"]
     assert config_path == "/etc/toutiao-gateway/gateway.yaml"
     assert f"COPY deploy/gateway.yaml {config_path}" in (DEPLOY / "Dockerfile").read_text()

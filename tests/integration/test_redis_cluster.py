@@ -20,7 +20,7 @@ from redis.cluster import RedisCluster, key_slot
 from gateway.stores.codes import attempts_key, code_key
 from gateway.stores.failures import failures_key
 from tests.processes import Running, gateway_raw
-from tests.servers import RedisClusterProcesses
+from tests.servers import RedisClusterProcesses, free_port
 
 pytestmark = pytest.mark.stores("embedded")  # the stores are the cluster, made here
 
@@ -44,7 +44,10 @@ def gateway_on(cluster: RedisClusterProcesses, tmp_path: Path, stub: str, name: 
     raw["redis"] = {"cluster": {"nodes": cluster.nodes}}
     raw["jwt"].update(jwt)
     raw["limits"] = {"sms": [{"rate": "3/minute", "key": "mobile"}], "login_failures": "4/hour"}
-    return Running(folder, raw)
+    raw["admin"] = {"port": free_port()}
+    gateway = Running(folder, raw)
+    gateway.admin = f"http://127.0.0.1:{raw['admin']['port']}"  # type: ignore[attr-defined]
+    return gateway
 
 
 def code_in(gateway: Running, mobile: str) -> str:
@@ -78,6 +81,13 @@ async def test_logins_limits_rotation_and_revocation_across_the_cluster(cluster:
     assert len(owners) == 3
     try:
         async with aiohttp.ClientSession() as session:
+            for gateway in (one, two):  # /readyz asks the cluster for its state, not one node for PING
+                deadline = time.monotonic() + 10
+                ready: tuple[int, Any] = (0, None)
+                while ready[0] != 200 and time.monotonic() < deadline:
+                    ready = await call(session, "GET", f"{gateway.admin}/readyz")  # type: ignore[attr-defined]
+                    await asyncio.sleep(0.1)
+                assert ready == (200, {"status": "ready"})
             for mobile in owners.values():
                 assert (await call(session, "GET", f"{one.url}/v1_0/sms/codes/{mobile}"))[0] == 200
                 assert direct.get(code_key(mobile)) == code_in(one, mobile)  # at the seed's key
