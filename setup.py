@@ -5,7 +5,8 @@ setup(
     version="0.1.0",
     description="Authentication gateway and reverse proxy for the toutiao token scheme",
     packages=find_packages(include=["gateway", "gateway.*", "upstream_stub", "upstream_stub.*"]),
-    package_data={"gateway.endpoints": ["openapi.yaml"]},  # docs/openapi.yaml, served at /_gateway/openapi.json
+    package_data={"gateway.endpoints": ["openapi.yaml"],  # docs/openapi.yaml, served at /_gateway/openapi.json
+                  "upstream_stub.demo": ["index.html", "demo.js"]},
     python_requires=">=3.11",
     install_requires=[
         "aiohttp>=3.11",
@@ -24,7 +25,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23", "mypy>=1.10", "ruff>=0.5",
-                 "types-PyYAML", "schemathesis>=4.0", "requests>=2.31"],
+                 "types-PyYAML", "schemathesis>=4.0", "requests>=2.31", "selenium>=4.20"],
         "bench": ["matplotlib>=3.8", "Flask>=3.0", "Flask-RESTful>=0.3.10", "Flask-SQLAlchemy>=3.1",
                   "gunicorn>=22.0"],
     },

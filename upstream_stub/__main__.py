@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ssl
+from pathlib import Path
 
 from aiohttp import web
 
@@ -16,6 +17,8 @@ def main() -> None:
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM, chain included)")
     parser.add_argument("--tls-key", help="the certificate's key (PEM)")
     parser.add_argument("--tls-client-ca", help="require a client certificate signed by this CA (PEM)")
+    parser.add_argument("--demo-log", type=Path,
+                        help="demo mode: the gateway's log, whose development SMS codes the demo page shows")
     args = parser.parse_args()
     context = None
     if args.tls_cert:
@@ -24,7 +27,7 @@ def main() -> None:
         if args.tls_client_ca:
             context.load_verify_locations(cafile=args.tls_client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
-    web.run_app(create_app(), host=args.host, port=args.port, ssl_context=context, print=lambda *_: None)
+    web.run_app(create_app(args.demo_log), host=args.host, port=args.port, ssl_context=context, print=lambda *_: None)
 
 
 if __name__ == "__main__":

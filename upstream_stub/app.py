@@ -4,6 +4,9 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from pathlib import Path
+
+from .demo import add_demo_routes
 from .testing import add_test_routes
 
 # Every request the stub received, as (method, raw path): tests use it to prove
@@ -67,7 +70,8 @@ async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-def create_app() -> web.Application:
+def create_app(demo_log: Path | None = None) -> web.Application:
+    """`demo_log`: the gateway's log, from which /demo/code/{mobile} reads the development sender's codes."""
     app = web.Application(middlewares=[record])
     app[RECEIVED] = []
     app.router.add_get("/v1_0/channels", channels)
@@ -75,4 +79,5 @@ def create_app() -> web.Application:
     app.router.add_get("/v1_0/user/profile", profile)
     app.router.add_route("*", "/v1_0/echo{tail:.*}", echo)
     add_test_routes(app)
+    add_demo_routes(app, demo_log)
     return app
