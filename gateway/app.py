@@ -95,14 +95,14 @@ class Gateway:
         REQUEST_ID.set(None)  # until the pipeline gives this request its id
         path = normalize_path(origin_path(request.path))
         own = self._own.match(path)
-        if self._cors is not None and (origin := request.headers.get("Origin")) is not None:
+        if self._cors is not None and (own is None or own.cors):
             answers = self._cors.answers(path, own=own is not None)
-            asked = request.headers.get("Access-Control-Request-Method") if request.method == "OPTIONS" else None
-            if asked is not None:  # a preflight: answered here, before authentication, never forwarded
-                reply.send(self._cors.preflight(answers, origin, asked,
-                                                request.headers.get("Access-Control-Request-Headers")))
-                return
-            if answers is not None:
+            if answers is not None:  # None: CORS is off on this route, its upstream's to answer
+                origin = request.headers.get("Origin")
+                asked = request.headers.get("Access-Control-Request-Method") if request.method == "OPTIONS" else None
+                if origin is not None and asked is not None:  # a preflight: answered here, never forwarded
+                    reply.send(answers.preflight(origin, asked, request.headers.get("Access-Control-Request-Headers")))
+                    return
                 reply.extra = answers.fields(origin)
         if own is not None:
             if request.note is not None:

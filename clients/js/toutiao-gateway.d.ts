@@ -23,7 +23,7 @@ export interface Tokens {
 export interface ClientOptions {
   /** The gateway's address; "" (the default) for the page's own origin. */
   baseUrl?: string;
-  /** Where the tokens live; localStorage by default, which the origin's tabs share. */
+  /** Where the tokens live (under a key of their gateway's); localStorage by default, shared by the tabs. */
   storage?: Pick<Storage, "getItem" | "setItem" | "removeItem">;
   /** Called once the tokens are gone (the refresh token died, or another tab logged out). */
   onLoginRequired?: () => void;
@@ -42,7 +42,8 @@ export interface Client {
    * The call with `Authorization: Bearer <access token>`. On 401: one refresh (shared by every call that
    * needs one, and with other tabs where the browser has Web Locks), then one more try, unless the body is
    * a stream. Resolves with the Response whatever its status; rejects with LoginRequiredError (after
-   * clearing the tokens and calling onLoginRequired) when the refresh endpoint answers 403.
+   * clearing the tokens and calling onLoginRequired) when the refresh endpoint answers 403, with a
+   * GatewayError when the refresh fails otherwise (429, 503), and as fetch does when the network fails.
    */
   fetch(path: string, init?: RequestInit): Promise<Response>;
   isLoggedIn(): boolean;

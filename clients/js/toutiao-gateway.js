@@ -7,7 +7,7 @@
 // where the browser can prevent it (Web Locks), and stay logged in where it cannot (the gateway hands
 // concurrent refreshes the same successor for `jwt.rotation_grace`).
 
-const TOKENS = "toutiao-gateway:tokens";
+const TOKENS = "toutiao-gateway:tokens"; // the storage key, per gateway: ":<baseUrl>" follows unless it is ""
 const LOCK = "toutiao-gateway:refresh";
 
 /** An answer of the gateway that is not a success: its HTTP status and the gateway's `message`. */
@@ -44,22 +44,25 @@ export function createClient({
   if (!storage) throw new TypeError("createClient needs a storage (localStorage in a browser)");
   if (!send) throw new TypeError("createClient needs a fetch");
   const base = baseUrl.replace(/\/+$/, "");
+  const key = base ? `${TOKENS}:${base}` : TOKENS; // tokens are a gateway's, never sent to another
   let inFlight = null; // the refresh under way in this tab: every call that needs one waits for it
 
   const read = () => {
     try {
-      const tokens = JSON.parse(storage.getItem(TOKENS));
+      const tokens = JSON.parse(storage.getItem(key));
       return tokens && typeof tokens.token === "string" && typeof tokens.refresh_token === "string" ? tokens : null;
     } catch {
       return null;
     }
   };
-  const write = (tokens) => storage.setItem(TOKENS, JSON.stringify(tokens));
-  const forget = () => storage.removeItem(TOKENS);
+  const write = (tokens) => storage.setItem(key, JSON.stringify(tokens));
+  const forget = () => storage.removeItem(key);
 
+  // Clear the tokens; onLoginRequired once per clearing (not again for calls that find them gone).
   const loginRequired = async (response) => {
+    const had = read() !== null;
     forget();
-    if (onLoginRequired) onLoginRequired();
+    if (had && onLoginRequired) onLoginRequired();
     const body = response ? await bodyOf(response) : null;
     return new LoginRequiredError(response ? response.status : 401,
       (body && body.message) || "Log in again: the session is over.", body);
@@ -68,7 +71,7 @@ export function createClient({
   // Another tab logged out (or its refresh token died): this one is logged out too.
   if (typeof globalThis.addEventListener === "function") {
     globalThis.addEventListener("storage", (event) => {
-      if (event.key === TOKENS && event.newValue === null && event.oldValue !== null && onLoginRequired) {
+      if (event.key === key && event.newValue === null && event.oldValue !== null && onLoginRequired) {
         onLoginRequired();
       }
     });
@@ -135,6 +138,13 @@ export function createClient({
     const response = await own("PUT", "/v1_0/authorizations", { token: tokens.refresh_token });
     if (response.status === 201) {
       const fresh = await response.json();
+      const now = read();
+      if (!now || now.refresh_token !== tokens.refresh_token) {
+        // Storage changed while the refresh was under way: a logout (do not bring the tokens back) or
+        // another tab's login; theirs stand.
+        if (!now) throw await loginRequired(null);
+        return now.token;
+      }
       // with jwt.rotate_refresh_tokens a new refresh token comes too, and the old one is spent
       write({ token: fresh.token, refresh_token: fresh.refresh_token || tokens.refresh_token });
       return fresh.token;
@@ -144,13 +154,15 @@ export function createClient({
   }
 
   /** The call, with the access token; on 401 one refresh and one more try. Resolves with the Response,
-   * whatever its status; rejects with LoginRequiredError when the session is over. */
+   * whatever its status; rejects with LoginRequiredError when the session is over, with a GatewayError
+   * when the refresh itself failed otherwise (429, 503), and as fetch does when the network fails. */
   async function call(path, init = {}) {
     const tokens = read();
     const token = tokens ? tokens.token : null;
     const first = await send(base + path, withToken(init, token));
     if (first.status !== 401 || !tokens || !replayable(init.body)) return first;
     const fresh = await refreshed(token);
+    if (first.body) first.body.cancel().catch(() => {}); // the 401 is not read: let its connection go
     return send(base + path, withToken(init, fresh));
   }
 

@@ -68,6 +68,10 @@ def _origins(reader: Reader, raw: Any, where: str) -> list[str]:
         origin = str(value).rstrip("/")
         if origin != "*" and not _ORIGIN.fullmatch(origin):
             reader.problem(f"{where}[{i}]", f'must be an origin such as https://app.example.com, or "*"; got {value!r}')
+        elif origin.lower().startswith("https://") and origin.endswith(":443") or \
+                origin.lower().startswith("http://") and origin.endswith(":80"):
+            reader.problem(f"{where}[{i}]", f"names its scheme's default port, which browsers leave out of Origin: "
+                                            f"{origin.rsplit(':', 1)[0]}")
         else:
             found.append(origin.lower())
     if raw == []:
@@ -82,8 +86,8 @@ def _tokens(reader: Reader, block: dict[str, Any], key: str, where: str, default
     found = []
     for i, value in enumerate(reader.items(block[key], f"{where}.{key}")):
         text = str(value)
-        if not _TOKEN.fullmatch(text):
-            reader.problem(f"{where}.{key}[{i}]", f"must be a method or field name, got {value!r}")
+        if not _TOKEN.fullmatch(text) or text == "*":
+            reader.problem(f"{where}.{key}[{i}]", f"must be a method or field name (no wildcard), got {value!r}")
         else:
             found.append(text.upper() if upper else text)
     return tuple(found)
@@ -97,5 +101,9 @@ def _narrower(reader: Reader, where: str, policy: CorsPolicy, top: CorsPolicy) -
         reader.problem(f"{where}.allow_methods", "may only narrow the top-level list")
     if not {h.lower() for h in policy.allow_headers} <= {h.lower() for h in top.allow_headers}:
         reader.problem(f"{where}.allow_headers", "may only narrow the top-level list")
+    if not {h.lower() for h in policy.expose_headers} <= {h.lower() for h in top.expose_headers}:
+        reader.problem(f"{where}.expose_headers", "may only narrow the top-level list")
+    if policy.max_age > top.max_age:
+        reader.problem(f"{where}.max_age", f"may only narrow the top level's ({top.max_age})")
     if policy.allow_credentials and not top.allow_credentials:
         reader.problem(f"{where}.allow_credentials", "may only narrow the top level, which does not allow them")

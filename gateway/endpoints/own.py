@@ -48,13 +48,14 @@ class OwnEndpoints:
             mobile = path[len(SMS_CODES):]
             return OwnPath(SMS_CODES + "{mobile}", {"GET": lambda request: self._auth.send_code(request, mobile)})
         if path == FORWARD_AUTH or path.startswith(FORWARD_AUTH + "/"):
-            return OwnPath(FORWARD_AUTH, {"*": self._forward_auth.check})
+            return OwnPath(FORWARD_AUTH, {"*": self._forward_auth.check}, cors=False)
         return None
 
 
 class OwnPath(NamedTuple):
     route: str  # as the metrics and the access log name it: the path as documented, {mobile} for the mobile
     methods: dict[str, Endpoint]  # "*": any method
+    cors: bool = True  # forward-auth: no, the proxy in front answers CORS for the requests it checks
 
     def endpoint(self, method: str) -> Endpoint:
         """Raises MethodNotAllowed for a method this path does not serve."""

@@ -7,9 +7,11 @@ every requested header are allowed, else 403 with none. Any other request
 with an `Origin` the policy allows gets `Access-Control-Allow-Origin` (and
 `Vary: Origin`, the exposed headers, credentials) on whatever answers it,
 the gateway's own errors included, so that the page can read a 401. The
-gateway's own endpoints follow the top-level policy, a route its own (which
-narrows the top level's); on a route whose CORS is off the upstream's own
-`Access-Control-*` fields pass through, on every other they are replaced.
+gateway's own endpoints follow the top-level policy (forward-auth excepted:
+the proxy in front answers CORS there), a route its own (which narrows the
+top level's). On a route whose CORS is off, preflights and the upstream's
+own `Access-Control-*` fields pass through as for any request; on every
+other route the upstream's are replaced.
 """
 from __future__ import annotations
 
@@ -50,8 +52,11 @@ class CorsAnswers:
         origin = origin.lower()
         return origin if origin in self._origins else None
 
-    def fields(self, origin: str) -> bytes:
-        """The fields an answer to a request from `origin` carries."""
+    def fields(self, origin: str | None) -> bytes:
+        """The fields an answer to a request from `origin` carries (None: it sent no Origin; a cache must
+        still know that the answer depends on it)."""
+        if origin is None:
+            return b"Access-Control-Allow-Origin: *\r\n" + self._tail if self._any else b"Vary: Origin\r\n"
         allowed = self.allowed(origin)
         if allowed is None:
             return b"Vary: Origin\r\n"
@@ -97,7 +102,3 @@ class Cors:
             answers = self._answers[policy] = CorsAnswers(policy)
         return answers
 
-    def preflight(self, answers: CorsAnswers | None, origin: str, method: str, headers: str | None) -> Response:
-        if answers is None:
-            raise _refused("CORS is off on this route.")
-        return answers.preflight(origin, method, headers)

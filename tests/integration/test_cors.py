@@ -94,8 +94,8 @@ async def test_an_origin_not_allowed_gets_the_answer_without_cors_fields(client:
     assert resp.status == 401 and aca(resp) == {} and resp.headers["Vary"] == "Origin"
     resp = await client.get("/v1_0/articles", headers={"Origin": OTHER})
     assert resp.status == 200 and aca(resp) == {}
-    resp = await client.get("/v1_0/articles")  # no Origin: not a CORS request, nothing added
-    assert resp.status == 200 and aca(resp) == {} and "Vary" not in resp.headers
+    resp = await client.get("/v1_0/articles")  # no Origin: nothing for CORS, but a cache must know it matters
+    assert resp.status == 200 and aca(resp) == {} and resp.headers["Vary"] == "Origin"
 
 
 async def test_the_gateways_own_endpoints_follow_the_top_level_policy(client: Any, sms_codes: Any) -> None:
@@ -118,14 +118,14 @@ async def test_a_route_narrows_the_policy_or_turns_it_off(client: Any, upstream:
     assert resp.status == 204 and aca(resp)["Access-Control-Allow-Origin"] == ADMIN_APP
     resp = await client.get("/admin-only", headers={"Origin": APP})
     assert resp.status == 401 and aca(resp) == {}
-    # CORS off: the upstream answers it, its own fields pass through, and a preflight is not answered
+    # CORS off: it is the upstream's. Its own fields pass through, and a preflight is a request like any other
+    upstream_fields = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true",
+                       "Access-Control-Expose-Headers": "X-Upstream-Secret"}
     resp = await client.get("/_stub/cors", headers={"Origin": OTHER})
-    assert resp.status == 200 and aca(resp) == {"Access-Control-Allow-Origin": "*",
-                                                "Access-Control-Allow-Credentials": "true",
-                                                "Access-Control-Expose-Headers": "X-Upstream-Secret"}
+    assert resp.status == 200 and aca(resp) == upstream_fields and "Vary" not in resp.headers
     resp = await client.options("/_stub/cors", headers=preflight(origin=APP))
-    assert resp.status == 403 and aca(resp) == {}
-    assert [path for _, path in upstream.app[RECEIVED]] == ["/_stub/cors"]
+    assert resp.status == 200 and aca(resp) == upstream_fields
+    assert upstream.app[RECEIVED] == [("GET", "/_stub/cors"), ("OPTIONS", "/_stub/cors")]
 
 
 async def test_the_upstreams_own_cors_fields_are_replaced_where_the_gateway_answers_cors(
@@ -145,6 +145,8 @@ async def test_any_origin_and_credentials(make_gateway: Any) -> None:
     assert aca(resp)["Access-Control-Max-Age"] == "60"
     resp = await client.get("/v1_0/articles", headers={"Origin": OTHER})
     assert aca(resp) == {"Access-Control-Allow-Origin": "*"} and "Vary" not in resp.headers
+    resp = await client.get("/v1_0/articles")  # the same answer without Origin: a cache may share it
+    assert aca(resp) == {"Access-Control-Allow-Origin": "*"} and "Vary" not in resp.headers
     client = await make_gateway(cors={"allow_origins": [APP], "allow_credentials": True})
     resp = await client.get("/v1_0/articles", headers={"Origin": APP})
     assert aca(resp)["Access-Control-Allow-Credentials"] == "true"
@@ -155,6 +157,14 @@ async def test_without_cors_a_preflight_is_a_request_like_any_other(gateway: Any
     assert resp.status == 401 and aca(resp) == {}  # the route's auth, as before CORS existed
     resp = await gateway.options("/v1_0/echo/public", headers=preflight())
     assert resp.status == 200 and aca(resp) == {}  # forwarded
+
+
+async def test_forward_auth_is_left_to_the_proxy_in_front(client: Any, upstream: TestServer) -> None:
+    """The check request is the proxy's, not a browser's: CORS does not answer it (an Envoy passing a
+    browser's preflight through ext_authz must not read a 204 as "allowed")."""
+    resp = await client.options("/_gateway/auth/v1_0/user/profile", headers=preflight())
+    assert resp.status == 403 and await resp.json() == {"message": "Forward-auth answers trusted proxies only."}
+    assert aca(resp) == {} and "Vary" not in resp.headers
 
 
 async def test_an_options_request_that_is_no_preflight_is_routed(client: Any) -> None:
@@ -176,6 +186,16 @@ async def test_an_options_request_that_is_no_preflight_is_routed(client: Any) ->
       "routes[0].cors.allow_methods: may only narrow the top-level list"}),
     (None, [{"path": "/", "upstream": "news", "cors": {"allow_origins": [APP]}}],
      {"routes[0].cors: narrows the top-level cors section, which is missing"}),
+    ({"allow_origins": ["https://app.example.com:443", "http://x.example.com:80"], "allow_methods": ["*"]}, None,
+     {"cors.allow_origins[0]: names its scheme's default port, which browsers leave out of Origin: "
+      "https://app.example.com",
+      "cors.allow_origins[1]: names its scheme's default port, which browsers leave out of Origin: "
+      "http://x.example.com",
+      "cors.allow_methods[0]: must be a method or field name (no wildcard), got '*'"}),
+    (CORS, [{"path": "/", "upstream": "news", "cors": {"expose_headers": ["X-Request-Id", "X-Secret"],
+                                                       "max_age": 3600}}],
+     {"routes[0].cors.expose_headers: may only narrow the top-level list",
+      "routes[0].cors.max_age: may only narrow the top level's (600)"}),
 ])
 def test_a_bad_cors_section_is_refused_with_every_problem(cors: Any, routes: Any, problems: set[str]) -> None:
     raw = config_dict()

@@ -2,8 +2,11 @@ import { createClient, secondsLeft } from "/demo/toutiao-gateway.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-// ?gateway=https://api.example.com: call a gateway on another origin (its `cors` must allow this page)
-const client = createClient({ baseUrl: params.get("gateway") || "", onLoginRequired: () => show("login") });
+// ?gateway=http://127.0.0.1:PORT: call a gateway on another origin (its `cors` must allow this page).
+// Loopback only: a link must not send what this page logs in with to a gateway of someone else's.
+const asked = params.get("gateway") || "";
+const gateway = /^http:\/\/(127\.0\.0\.1|localhost)(:\d{1,5})?$/.test(asked) ? asked : "";
+const client = createClient({ baseUrl: gateway, onLoginRequired: () => show("login") });
 let calls = 0;
 let renewals = 0;
 let lastToken = null;

@@ -49,14 +49,14 @@ class MemoryStorage {
 }
 
 /** A gateway (with upstream_stub behind it) as its own processes; `rotate`: jwt.rotate_refresh_tokens. */
-async function startGateway({ rotate }) {
+async function startGateway({ rotate, grace = "10s" }) {
   const folder = mkdtempSync(join(tmpdir(), "gateway-js-"));
   const [port, admin, stubPort] = [await freePort(), await freePort(), await freePort()];
   const stub = spawn(PYTHON, ["-m", "upstream_stub", "--port", String(stubPort)], { cwd: ROOT, stdio: "ignore" });
   const config = {
     server: { host: "127.0.0.1", port, shutdown_timeout: "2s" },
     admin: { host: "127.0.0.1", port: admin },
-    jwt: { secret: SECRET, access_ttl: "2s", refresh_ttl: "8s", rotate_refresh_tokens: rotate, rotation_grace: "10s" },
+    jwt: { secret: SECRET, access_ttl: "2s", refresh_ttl: "8s", rotate_refresh_tokens: rotate, rotation_grace: grace },
     redis: { url: "memory://" },
     database: { url: `sqlite:///${folder}/users.db` },
     limits: { sms: [] },
@@ -173,12 +173,42 @@ describe("without rotation", () => {
     assert.equal(required, 0);
     // the gateway unreachable: the tokens are cleared all the same, and the error is the caller's to see
     const storage = new MemoryStorage();
-    storage.setItem("toutiao-gateway:tokens", JSON.stringify({ token: "a.b.c", refresh_token: "d.e.f" }));
+    storage.setItem("toutiao-gateway:tokens:http://127.0.0.1:9", JSON.stringify({ token: "a.b.c", refresh_token: "d.e.f" }));
     const offline = createClient({ baseUrl: "http://127.0.0.1:9", storage,
       fetch: () => Promise.reject(new TypeError("network down")) });
     assert.equal(offline.isLoggedIn(), true);
     await assert.rejects(offline.logout(), TypeError);
     assert.equal(offline.isLoggedIn(), false);
+  });
+
+  test("tokens are kept per gateway: a client of another never sends them", async () => {
+    const storage = new MemoryStorage();
+    const client = await loggedIn(gateway, "13900000008", { storage });
+    const sent = [];
+    const other = createClient({ baseUrl: "https://elsewhere.example", storage,
+      fetch: (url, init) => { sent.push(new Headers(init.headers).get("Authorization")); return fetch(`${gateway.url}/v1_0/channels`); } });
+    assert.equal(other.isLoggedIn(), false);
+    await other.fetch("/v1_0/user/profile");
+    assert.deepEqual(sent, [null]);
+    assert.equal(client.isLoggedIn(), true);
+  });
+
+  test("a refresh that ends after a logout does not bring the tokens back", async () => {
+    const storage = new MemoryStorage();
+    let release;
+    const held = new Promise((ok) => { release = ok; });
+    const client = await loggedIn(gateway, "13900000009", { storage,
+      fetch: async (url, init) => {
+        if (init && init.method === "PUT") await held; // the refresh waits until the logout is done
+        return fetch(url, init);
+      } });
+    await sleep(2500);
+    const pending = client.fetch("/v1_0/user/profile");
+    await sleep(100);
+    storage.removeItem("toutiao-gateway:tokens:" + gateway.url); // a logout (here or in another tab)
+    release();
+    await assert.rejects(pending, LoginRequiredError);
+    assert.equal(client.isLoggedIn(), false);
   });
 
   test("gateway errors come back with their status and message", async () => {
@@ -201,7 +231,7 @@ describe("without rotation", () => {
 
 describe("with rotation", () => {
   let gateway;
-  before(async () => { gateway = await startGateway({ rotate: true }); });
+  before(async () => { gateway = await startGateway({ rotate: true, grace: "1s" }); });
   after(() => gateway.stop());
 
   test("the new refresh token is stored, and the spent one no longer works", async () => {
@@ -210,6 +240,10 @@ describe("with rotation", () => {
     await sleep(2500);
     assert.equal((await client.fetch("/v1_0/user/profile")).status, 200);
     assert.notEqual(client.tokens().refresh_token, spent);
+    await sleep(1200); // past the rotation grace: the spent token is refused (and, replayed, ends the session)
+    const replayed = await fetch(`${gateway.url}/v1_0/authorizations`,
+      { method: "PUT", headers: { Authorization: `Bearer ${spent}` } });
+    assert.equal(replayed.status, 403);
   });
 
   test("two tabs sharing one storage refresh at once and both stay logged in", async () => {
@@ -219,9 +253,12 @@ describe("with rotation", () => {
     const one = await loggedIn(gateway, "13900000012", { storage, onLoginRequired });
     const two = createClient({ baseUrl: gateway.url, storage, onLoginRequired });
     await sleep(2500);
+    const before = await gateway.refreshes();
     const [a, b] = await Promise.all([one.fetch("/v1_0/user/profile"), two.fetch("/v1_0/user/profile")]);
     assert.deepEqual([a.status, b.status], [200, 200]);
-    await sleep(2500); // and the next expiry too: the stored refresh token is the live one
+    // Node has no Web Locks: both spent the one refresh token, and the grace window gave both its successor
+    assert.equal(await gateway.refreshes(), before + 2);
+    await sleep(2200); // and the next expiry too: the stored refresh token is the live one
     const [c, d] = await Promise.all([one.fetch("/v1_0/user/profile"), two.fetch("/v1_0/user/profile")]);
     assert.deepEqual([c.status, d.status], [200, 200]);
     assert.equal(required, 0);
