@@ -206,6 +206,14 @@ class Balance(StrEnum):
 
 
 @dataclass(frozen=True)
+class WebSocketLimits:
+    """`upstreams.NAME.websocket` (and a route's own): the tunnels to this upstream."""
+
+    idle_timeout: float = 300.0  # no byte either way for this long: the tunnel is closed (1001)
+    max_message_size: int = 4 * 1024 * 1024  # a client's message over this: closed (1009)
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     name: str
     targets: tuple[TargetConfig, ...]
@@ -217,6 +225,7 @@ class UpstreamConfig:
     retry_methods: frozenset[str] = frozenset(IDEMPOTENT)
     max_body_size: int | None = None
     tls: UpstreamTls = field(default_factory=UpstreamTls)
+    websocket: WebSocketLimits = field(default_factory=WebSocketLimits)
 
 
 @dataclass(frozen=True)
@@ -252,6 +261,7 @@ class RouteConfig:
     max_body_size: int | None = None  # None: the upstream's
     retry_non_idempotent: bool = False
     cors: CorsPolicy | None = None  # the top-level `cors`, narrowed by the route's own; None: no CORS here
+    websocket: WebSocketLimits | None = None  # None: the upstream's
 
     def mode(self, method: str) -> AuthMode:
         """The mode for this method; HEAD follows GET; unnamed methods follow "*"."""

@@ -27,10 +27,11 @@ from .model import (
     SmsConfig,
     Timeouts,
     UpstreamConfig,
+    WebSocketLimits,
 )
 from .reader import Reader
 from .tls import server_tls
-from .upstreams import size, timeouts, upstreams_section
+from .upstreams import size, timeouts, upstreams_section, websocket_limits
 
 SMS_SENDERS = ("log",)
 MAX_CODE_TTL = 600  # NIST SP 800-63B: an out-of-band secret lives 10 minutes at most
@@ -264,7 +265,7 @@ def routes(reader: Reader, raw: Any, upstreams: Mapping[str, UpstreamConfig], co
 def route(reader: Reader, where: str, raw: Any, upstreams: Mapping[str, UpstreamConfig],
           cors: CorsPolicy | None = None) -> RouteConfig:
     block = reader.section(raw, where, {"path", "upstream", "auth", "forward_authorization", "limits", "timeouts",
-                                        "max_body_size", "retry_non_idempotent", "cors"})
+                                        "max_body_size", "retry_non_idempotent", "cors", "websocket"})
     path = reader.string(block, "path", where, None)
     try:
         path = normalize_route_path(path or "")
@@ -285,6 +286,9 @@ def route(reader: Reader, where: str, raw: Any, upstreams: Mapping[str, Upstream
         max_body_size=size(reader, block, "max_body_size", where),
         retry_non_idempotent=reader.boolean(block, "retry_non_idempotent", where, False),
         cors=route_cors(reader, block.get("cors"), f"{where}.cors", cors),
+        websocket=websocket_limits(reader, block["websocket"], f"{where}.websocket",
+                                   upstreams[upstream_name].websocket if upstream_name and upstream_name in upstreams
+                                   else WebSocketLimits()) if block.get("websocket") is not None else None,
     )
 
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .model import IDEMPOTENT, Balance, HealthCheckConfig, PassiveConfig, TargetConfig, Timeouts, UpstreamConfig
+from .model import (
+    IDEMPOTENT,
+    Balance,
+    HealthCheckConfig,
+    PassiveConfig,
+    TargetConfig,
+    Timeouts,
+    UpstreamConfig,
+    WebSocketLimits,
+)
 from .reader import Reader
 from .tls import upstream_tls
 
@@ -25,7 +34,7 @@ def upstreams_section(reader: Reader, raw: Any) -> dict[str, UpstreamConfig]:
 def upstream(reader: Reader, name: str, raw: Any) -> UpstreamConfig:
     where = f"upstreams.{name}"
     block = reader.section(raw, where, {"targets", "balance", "timeouts", "max_connections", "health_check",
-                                        "passive", "retry_methods", "max_body_size", "tls"})
+                                        "passive", "retry_methods", "max_body_size", "tls", "websocket"})
     specs = block.get("targets")
     if not isinstance(specs, list) or not specs:
         reader.problem(f"{where}.targets", "must be a non-empty list of http:// or https:// URLs")
@@ -44,6 +53,16 @@ def upstream(reader: Reader, name: str, raw: Any) -> UpstreamConfig:
         retry_methods=methods(reader, block.get("retry_methods", list(IDEMPOTENT)), f"{where}.retry_methods"),
         max_body_size=size(reader, block, "max_body_size", where),
         tls=upstream_tls(reader, block.get("tls"), where),
+        websocket=websocket_limits(reader, block.get("websocket"), f"{where}.websocket", WebSocketLimits()),
+    )
+
+
+def websocket_limits(reader: Reader, raw: Any, where: str, base: WebSocketLimits) -> WebSocketLimits:
+    """`websocket: {idle_timeout, max_message_size}`; unnamed keys are `base`'s."""
+    block = reader.section(raw, where, {"idle_timeout", "max_message_size"})
+    return WebSocketLimits(
+        idle_timeout=reader.duration(block, "idle_timeout", where, base.idle_timeout),
+        max_message_size=size(reader, block, "max_message_size", where) or base.max_message_size,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Generic, Iterable, Mapping, Protocol, TypeVar
 
 from ..config import RateLimit, RouteConfig
-from ..config.model import AuthMode, CorsPolicy, Timeouts
+from ..config.model import AuthMode, CorsPolicy, Timeouts, WebSocketLimits
 from ..proxy.upstream import Upstream
 
 
@@ -53,6 +53,7 @@ class Route:
     body_limit: int | None
     retry_methods: frozenset[str] | None  # None: any method may be retried
     cors: CorsPolicy | None  # None: CORS is off here (the upstream's own Access-Control-* fields pass)
+    websocket: WebSocketLimits  # the route's, else the upstream's
 
     def mode(self, method: str) -> AuthMode:
         return self.modes.get(method, self.other_mode)
@@ -74,6 +75,7 @@ def resolve(config: RouteConfig, upstream: Upstream) -> Route:
         body_limit=config.max_body_size or upstream.config.max_body_size,
         retry_methods=None if config.retry_non_idempotent else upstream.config.retry_methods,
         cors=config.cors,
+        websocket=config.websocket or upstream.config.websocket,
     )
 
 

@@ -8,6 +8,11 @@ upgrade the upstream refuses is answered as an ordinary HTTP error, so the
 client's connection stays plain HTTP and its next request is authenticated
 afresh: no tunnel is ever opened that later requests could ride through
 unchecked.
+
+Two limits hold (`websocket` of the upstream or the route): a client's
+message larger than `max_message_size` closes the tunnel with 1009, and a
+tunnel with no byte either way for `idle_timeout` is closed with 1001; the
+client gets the close frame, the upstream its connection closed.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import httptools
 
 from ..http.reply import ClientGone, Reply
 from ..http.request import Request
+from .frames import CLOSE_GOING_AWAY, CLOSE_TOO_BIG, MessageSizes, close_frame
 from .match import Route
 from .mutate import RESPONSE_DROP_RAW, RawFields
 
@@ -60,16 +66,47 @@ async def relay_websocket(request: Request, reply: Reply, route: Route, path_qs:
         log.info("upstream %s refused a WebSocket upgrade with %s", upstream.name, status)
         raise upstream.refused_upgrade(status)
     target.active += 1
+    limits = route.websocket
+    sizes = MessageSizes(limits.max_message_size)
+
+    def from_client(data: bytes) -> None:
+        side.seen = loop.time()
+        if sizes.feed(data):
+            side.write(data)
+        else:
+            log.info("upstream %s: a WebSocket message over %d bytes: closed (1009)", upstream.name,
+                     limits.max_message_size)
+            _end_tunnel(reply, side, CLOSE_TOO_BIG, b"message too big")
+
     try:
         lines = b"".join(b"%s: %s\r\n" % (name, value) for name, value in side.fields
                          if name.lower() not in RESPONSE_DROP_RAW)
         reply.start(101, b"Switching Protocols", b"Connection: Upgrade\r\nUpgrade: websocket\r\n" + lines,
                     length=None, framed=True)
-        side.join(reply, reply.take_over(side.write, side.close, side.pause_reading))
-        await side.done
+        early = reply.take_over(from_client, side.close, side.pause_reading)
+        side.join(reply)
+        if early:
+            from_client(early)
+        while not side.done.done():  # the idle timeout, looked at when it would run out
+            left = side.seen + limits.idle_timeout - loop.time()
+            if left <= 0:
+                log.info("upstream %s: a WebSocket idle for %gs: closed (1001)", upstream.name, limits.idle_timeout)
+                _end_tunnel(reply, side, CLOSE_GOING_AWAY, b"idle")
+                break
+            await asyncio.wait([side.done], timeout=left)
     finally:
         target.active -= 1
         side.close()
+
+
+def _end_tunnel(reply: Reply, side: _UpstreamSide, code: int, reason: bytes) -> None:
+    """The client gets a close frame with `code`, the upstream its connection closed."""
+    try:
+        reply.send_raw(close_frame(code, reason))
+        reply.close()
+    except ClientGone:
+        pass
+    side.close()
 
 
 class _Broken(Exception):
@@ -87,11 +124,14 @@ class _UpstreamSide(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._client: Reply | None = None
         self._early = b""  # bytes the upstream sent after its 101, before the client joined
+        self.seen = loop.time()  # when a byte last went through, either way (the idle timeout)
+        self._loop = loop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.seen = self._loop.time()
         if self._parser is not None:
             try:
                 self._parser.feed_data(data)
@@ -134,13 +174,11 @@ class _UpstreamSide(asyncio.Protocol):
             self._client.pause_reading(False)
 
     # -- the client's side ----------------------------------------------------------------------------
-    def join(self, client: Reply, client_early: bytes) -> None:
+    def join(self, client: Reply) -> None:
         self._client = client
         early, self._early = self._early, b""
         if early:
             client.send_raw(early)
-        if client_early:
-            self.write(client_early)
 
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():

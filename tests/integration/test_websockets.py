@@ -103,3 +103,97 @@ async def test_the_handshake_keeps_the_routes_own_timeouts(make_gateway: Any) ->
         assert asyncio.get_running_loop().time() - started < 30  # the upstream's 60 s read timeout was not used
     finally:
         server.close()
+
+
+def limited(**websocket: Any) -> list[dict[str, Any]]:
+    return [{"path": "/", "upstream": "news", "auth": "public", "websocket": websocket}]
+
+
+async def test_a_message_over_the_limit_closes_the_tunnel_with_1009(make_gateway: Any) -> None:
+    client = await make_gateway(routes=limited(max_message_size="1k"))
+    async with client.ws_connect("/v1_0/ws/echo") as ws:
+        await ws.receive_json()
+        await ws.send_str("x" * 1024)  # at the limit: passes
+        assert (await ws.receive()).data == "x" * 1024
+        await ws.send_str("y" * 1025)
+        message = await ws.receive(timeout=10)
+        assert message.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1009
+
+
+async def raw_handshake(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(f"GET /v1_0/ws/echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+def masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    mask = os.urandom(4)
+    size = len(payload)
+    length = bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    return bytes([(0x80 if fin else 0) | opcode]) + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One server frame (unmasked); (-1, b"") when the connection has ended."""
+    try:
+        head = await asyncio.wait_for(reader.readexactly(2), timeout=10)
+    except asyncio.IncompleteReadError:
+        return -1, b""
+    size = head[1] & 0x7F
+    if size == 126:
+        size = int.from_bytes(await reader.readexactly(2), "big")
+    return head[0] & 0x0F, await reader.readexactly(size)
+
+
+async def test_a_fragmented_message_counts_as_one_and_pings_between_do_not(make_gateway: Any) -> None:
+    client = await make_gateway(routes=limited(max_message_size="1k"))
+    reader, writer = await raw_handshake(client.server.port)
+    assert (await read_frame(reader))[0] == 0x1  # the stub's hello
+    writer.write(masked(0x1, b"a" * 600, fin=False) + masked(0x9, b"ping") + masked(0x0, b"b" * 400, fin=False))
+    writer.write(masked(0x0, b"c" * 24))  # 1024 in all: at the limit
+    seen = [await read_frame(reader), await read_frame(reader)]  # the pong and the echo, in either order
+    assert (0x1, b"a" * 600 + b"b" * 400 + b"c" * 24) in seen and (0xA, b"ping") in seen
+    writer.write(masked(0x1, b"d" * 600, fin=False))
+    writer.write(masked(0x0, b"e" * 300, fin=False) + masked(0x0, b"f" * 200))  # 1100: over
+    frames = [await read_frame(reader)]
+    while frames[-1][0] != -1:
+        frames.append(await read_frame(reader))
+    writer.close()
+    assert frames[:-1] == [(0x8, (1009).to_bytes(2, "big") + b"message too big")]  # no echo of it: never whole
+
+
+async def test_an_idle_tunnel_is_closed_with_1001_and_traffic_keeps_it_open(make_gateway: Any) -> None:
+    client = await make_gateway(routes=limited(idle_timeout="1s"))
+    async with client.ws_connect("/v1_0/ws/echo", autoping=False) as ws:
+        await ws.receive_json()
+        for i in range(5):  # 2 seconds of traffic, never a second of silence
+            await ws.send_str(f"tick {i}")
+            assert (await ws.receive(timeout=5)).data == f"tick {i}"
+            await asyncio.sleep(0.4)
+        message = await ws.receive(timeout=10)  # then silence
+        assert message.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
+
+
+def test_websocket_limits_are_read_and_checked() -> None:
+    from gateway.config import ConfigError, parse_config
+    from tests.factories import config_dict
+
+    raw = config_dict(upstreams={"news": {"targets": ["http://127.0.0.1:9"],
+                                          "websocket": {"idle_timeout": "2m", "max_message_size": "64k"}}})
+    raw["routes"] = [{"path": "/chat", "upstream": "news", "websocket": {"idle_timeout": "10s"}},
+                     {"path": "/", "upstream": "news"}]
+    config = parse_config(raw, env={})
+    assert config.upstreams["news"].websocket.idle_timeout == 120
+    chat = config.routes[0].websocket
+    assert chat is not None and (chat.idle_timeout, chat.max_message_size) == (10, 64 * 1024)  # the rest inherited
+    assert config.routes[1].websocket is None  # the upstream's
+    raw["routes"][0]["websocket"] = {"max_message_size": "lots", "bogus": 1}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, env={})
+    assert set(caught.value.problems) == {"routes[0].websocket.bogus: unknown key",
+                                          "routes[0].websocket.max_message_size: must be a size such as 512k, 10m "
+                                          "or 1g, got 'lots'"}
