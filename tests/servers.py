@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -26,10 +27,23 @@ from gateway.server.serving import Generation, bind
 from upstream_stub.app import RECEIVED
 
 
+# Ports for the tests' servers come from below the kernel's ephemeral range (32768-60999 on Linux): a port
+# the kernel handed out for binding to port 0 may meanwhile become the local port of some outgoing
+# connection (to Redis, say), and the server started on it later fails with "address already in use".
+_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on or is bound to now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:

@@ -16,16 +16,22 @@ const PYTHON = process.env.GATEWAY_PYTHON || join(ROOT, ".venv/bin/python");
 const SECRET = "node-test-secret-that-is-long-enough-for-hs256-0123456789";
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
-function freePort() {
-  return new Promise((done, fail) => {
+// A port below the kernel's ephemeral range (32768-60999), which no outgoing connection can take meanwhile.
+function bindable(port) {
+  return new Promise((done) => {
     const server = createServer();
     server.unref();
-    server.on("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => done(port));
-    });
+    server.on("error", () => done(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => done(true)));
   });
+}
+
+async function freePort() {
+  for (let tries = 0; tries < 200; tries += 1) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (await bindable(port)) return port;
+  }
+  throw new Error("no free port below the ephemeral range");
 }
 
 async function waitFor(url, ms = 30000) {
