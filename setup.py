@@ -25,7 +25,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23", "mypy>=1.10", "ruff>=0.5",
-                 "types-PyYAML", "schemathesis>=4.0", "requests>=2.31", "selenium>=4.20"],
+                 "types-PyYAML", "schemathesis>=4.0", "hypothesis>=6.100", "requests>=2.31", "selenium>=4.20"],
         "bench": ["matplotlib>=3.8", "Flask>=3.0", "Flask-RESTful>=0.3.10", "Flask-SQLAlchemy>=3.1",
                   "gunicorn>=22.0"],
     },
