@@ -41,12 +41,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """The sum over every sample of `name` whose labels include `labels`."""
-    wanted = set(labels.items())
-    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
-
-
 async def answer(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
     async with session.request(method, url, **kwargs) as resp:
         body = await resp.json(content_type=None) if resp.content_type == "application/json" else await resp.read()
