@@ -1,6 +1,7 @@
 """Test factories: configs, tokens and small helpers, like mitmproxy's tflow()."""
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from datetime import datetime, timedelta, timezone
@@ -102,8 +103,6 @@ def bearer(token: str) -> dict[str, str]:
 
 async def raw_request(host: str, port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send bytes exactly as written (no client-side path cleaning); read a Connection: close reply."""
-    import asyncio
-
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(request)
     await writer.drain()
@@ -168,3 +167,45 @@ class Heard:
 
     def forget_all(self) -> None:
         self.heard.append("all")
+
+
+class Conn:
+    """A raw client connection to a server (a TestClient's): bytes sent exactly as written, answers read one by one."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, client: Any) -> Conn:
+        return cls(*await asyncio.open_connection(client.server.host, client.server.port))
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def answer(self) -> tuple[int, dict[str, str], bytes]:
+        """One answer framed by Content-Length (or none) or chunks."""
+        head = (await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")
+        lines = head.split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        status = int(lines[0].split()[1])
+        if "content-length" in headers:
+            body = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while size := int((await self.reader.readline()).strip(), 16):
+                body += await self.reader.readexactly(size)
+                await self.reader.readexactly(2)
+            await self.reader.readexactly(2)
+        else:
+            body = b""
+        return status, headers, body
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(), 10) == b""
+
+    def close(self) -> None:
+        self.writer.close()

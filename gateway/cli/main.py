@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import socket
 import sys
 
@@ -100,6 +101,7 @@ def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None
     if worker is None:  # the supervisor, or the one process: once, not once per worker
         for warning in config.warnings:
             log.warning("%s", warning)
+        _raise_descriptor_limit(config.server.max_connections, log)  # the workers inherit it
     workers = config.server.workers
     if workers > 1 and worker is None:
         from ..server.supervisor import Supervisor
@@ -123,6 +125,20 @@ def _run(config: Config, *, dev: bool, worker: int | None, listen_fd: int | None
             _print_problems(config.source, exc)
             return EXIT_CONFIG
     return 0
+
+
+def _raise_descriptor_limit(max_connections: int, log: logging.Logger) -> None:
+    """Each client connection may hold an upstream connection too: the soft limit on open files goes up to
+    what `max_connections` needs, as far as the hard limit allows (as Go's runtime and nginx's
+    worker_rlimit_nofile do)."""
+    needed = 2 * max_connections + 256  # and the stores, the listeners, the logs
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        if wanted < needed:
+            log.warning("server.max_connections %d needs about %d open files; the limit is %d (raise it: "
+                        "ulimit -n, or LimitNOFILE= in a systemd unit)", max_connections, needed, wanted)
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

@@ -46,7 +46,9 @@ class ServerConfig:
     trusted_proxies: tuple[Network, ...] = ()
     workers: int = 1
     shutdown_timeout: float = 30.0
-    keepalive_timeout: float = 75.0  # an idle client connection, or one slow to send a whole head, is closed
+    keepalive_timeout: float = 75.0  # an idle kept-alive client connection is closed
+    header_timeout: float = 10.0  # a request head must arrive whole within this of its first byte (or of accept)
+    max_connections: int = 10000  # client connections one process holds; past it, new ones wait to be accepted
     client_timeout: float = 60.0  # the longest a client may send none of its body or take none of its answer
     tls: ServerTls | None = None
 

@@ -95,8 +95,8 @@ def check_workers(reader: Reader, config: Config) -> None:
 def server(reader: Reader, raw: Any) -> ServerConfig:
     block = reader.section(raw, "server", {"host", "port", "access_log", "log_level", "log_format", "trusted_proxies",
                                            "workers",
-                                           "shutdown_timeout", "keepalive_timeout",
-                                           "client_timeout", "tls"})
+                                           "shutdown_timeout", "keepalive_timeout", "header_timeout",
+                                           "max_connections", "client_timeout", "tls"})
     return ServerConfig(
         host=reader.string(block, "host", "server", "127.0.0.1") or "127.0.0.1",
         port=reader.integer(block, "port", "server", 8000, 0, 65535),
@@ -108,6 +108,8 @@ def server(reader: Reader, raw: Any) -> ServerConfig:
         workers=reader.integer(block, "workers", "server", 1, 1, 32),
         shutdown_timeout=reader.duration(block, "shutdown_timeout", "server", 30.0, zero=True),
         keepalive_timeout=reader.duration(block, "keepalive_timeout", "server", 75.0),
+        header_timeout=reader.duration(block, "header_timeout", "server", 10.0),
+        max_connections=reader.integer(block, "max_connections", "server", 10000, 1, 1_000_000),
         client_timeout=reader.duration(block, "client_timeout", "server", 60.0),
         tls=server_tls(reader, block.get("tls")),
     )

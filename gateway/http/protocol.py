@@ -3,8 +3,10 @@
 Pipelined requests wait their turn (reading pauses meanwhile). A request
 that llhttp refuses, or whose head is too large, gets its JSON error once
 the requests before it are answered, and the connection closes. A
-connection idle for `keepalive_timeout`, or that has not sent a whole head
-in that time, is closed. Closing after an answer whose request body was not
+kept-alive connection idle for `keepalive_timeout` is closed. A request
+head must arrive whole within `header_timeout` of its first byte (a new
+connection's first head, of the accept): one that is late gets 408, and a
+new connection that sends nothing in that time is closed (slowloris). Closing after an answer whose request body was not
 read lingers: the write side is shut and what the client still sends is
 read and dropped for a moment, so that its unread bytes do not turn into a
 reset that destroys the answer before the client reads it.
@@ -20,7 +22,8 @@ from typing import Awaitable, Callable
 
 import httptools
 
-from ..errors import BadRequest, ExpectationFailed, GatewayError, HeadersTooLarge, InternalError, UriTooLong
+from ..errors import (BadRequest, ExpectationFailed, GatewayError, HeadersTooLarge, InternalError, RequestTimeout,
+                      UriTooLong)
 from ..logs import REQUEST_ID
 from .body import RequestBody
 from .reply import ClientGone, Reply
@@ -88,11 +91,13 @@ class Connections:
 
 class HttpProtocol(asyncio.Protocol):
     def __init__(self, handler: Handler, connections: Connections, *, scheme: str = "http",
-                 keepalive_timeout: float = 75.0, client_timeout: float = 60.0, observe: Observer | None = None) -> None:
+                 keepalive_timeout: float = 75.0, header_timeout: float = 10.0, client_timeout: float = 60.0,
+                 observe: Observer | None = None) -> None:
         self._handler = handler
         self.connections = connections
         self._scheme = scheme
         self._keepalive_timeout = keepalive_timeout
+        self._header_timeout = header_timeout
         self._client_timeout = client_timeout  # a client that sends none of its body, or takes none of its answer
         self._observe = observe
         self._loop = asyncio.get_running_loop()
@@ -108,7 +113,7 @@ class HttpProtocol(asyncio.Protocol):
         self._chunked = False
         self._expect: bytes | None = None
         self._refusal: GatewayError | None = None
-        self._in_head = True  # reading a request head (trailers after a body are not fields of it)
+        self._in_head = False  # reading a request head (trailers after a body are not fields of it)
         self._url_size = 0
         self._progressed = False  # llhttp called back during the current feed
         self._stalled = 0  # bytes fed in a row with no callback: one field still arriving
@@ -133,6 +138,7 @@ class HttpProtocol(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiting_since: float | None = None  # when the connection began to wait for a request head
+        self._head_since: float | None = None  # when the first byte of a head not yet whole arrived
         self.closed = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
@@ -215,6 +221,8 @@ class HttpProtocol(asyncio.Protocol):
             self._stalled = 0 if self._progressed else self._stalled + len(data)
             if self._stalled > MAX_HEAD and self._parser is not None:
                 self._refuse(HeadersTooLarge())
+            elif self._in_head and self._head_since is None and self._parser is not None:
+                self._head_arriving()
         except httptools.HttpParserUpgrade as exc:
             self._parser = None
             self._after_upgrade = data[exc.args[0]:]
@@ -279,7 +287,7 @@ class HttpProtocol(asyncio.Protocol):
         assert parser is not None
         self._progressed = True
         self._in_head = False
-        self._waiting_since = None
+        self._waiting_since = self._head_since = None
         version = parser.get_http_version()
         exists = self._chunked or bool(self._length)
         upgrade = parser.should_upgrade()
@@ -460,17 +468,38 @@ class HttpProtocol(asyncio.Protocol):
         timer per request costs more than the rest of a request's bookkeeping)."""
         self._waiting_since = now = self._loop.time()
         if self._timer is None:
-            self._timer = self._loop.call_at(now + self._keepalive_timeout, self._check_idle)
+            wait = self._header_timeout if self._started == 0 else self._keepalive_timeout
+            self._timer = self._loop.call_at(now + wait, self._check_idle)
+
+    def _deadline(self) -> float | None:
+        """When waiting for the next request head ends; None while a request is being handled."""
+        since = self._waiting_since
+        if since is None:
+            return None
+        if self._head_since is not None:
+            return max(since, self._head_since) + self._header_timeout
+        return since + (self._header_timeout if self._started == 0 else self._keepalive_timeout)
+
+    def _head_arriving(self) -> None:
+        """A head came in part (rare: most arrive in one read): its deadline may be before the timer's."""
+        self._head_since = self._loop.time()
+        deadline = self._deadline()
+        if deadline is not None and (self._timer is None or self._timer.when() > deadline):
+            self._cancel_timer()
+            self._timer = self._loop.call_at(deadline, self._check_idle)
 
     def _check_idle(self) -> None:
         self._timer = None
-        since = self._waiting_since
-        if since is None:  # a request is being handled: wait for it and for the next head
+        deadline = self._deadline()
+        if deadline is None:  # a request is being handled: wait for it and for the next head
             self._timer = self._loop.call_later(self._keepalive_timeout, self._check_idle)
-        elif self._loop.time() - since >= self._keepalive_timeout:
-            self._close(lingering=False)
+        elif self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._check_idle)
+        elif self._head_since is not None and self._parser is not None:
+            log.info("request head from %s not whole within %ss", self._peer, self._header_timeout)
+            self._refuse(RequestTimeout("Request header timed out."))
         else:
-            self._timer = self._loop.call_at(since + self._keepalive_timeout, self._check_idle)
+            self._close(lingering=False)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -34,6 +34,7 @@ HEAD_START = 0.005  # seconds a connection is left to a less loaded worker befor
 LOOK_GAP = 0.001  # looks further apart than this are at different connections
 RETRY = 0.1  # seconds before accepting again after accept() failed (out of descriptors)
 ACCEPT_BATCH = 64  # connections taken at most per wake-up, so that accepting does not starve requests
+FULL_LOG_EVERY = 60.0  # seconds between warnings that the connection limit holds new connections back
 
 
 def _now_ms() -> int:
@@ -110,11 +111,15 @@ class Listener:
     its own turns; a connection still waiting after HEAD_START (the least loaded worker is busy) is taken
     by the first worker to look, so that no connection waits on the balance for long. (Not watching and
     looking again on a timer instead, libuv's timers being whole milliseconds, cost about a third of the
-    requests of clients that open a connection per request, in a measurement on two workers.)"""
+    requests of clients that open a connection per request, in a measurement on two workers.)
+
+    At `max_connections` held (`server.max_connections`) it stops accepting, as HAProxy's maxconn does:
+    new connections wait in the kernel's accept queue until one closes (`released`), rather than being
+    taken and dropped."""
 
     def __init__(self, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol], *,
                  table: WorkerTable | None = None, tls: ssl.SSLContext | None = None,
-                 handshake_timeout: float = 60.0) -> None:
+                 handshake_timeout: float = 60.0, max_connections: int = 10000) -> None:
         self._loop = asyncio.get_running_loop()
         self._sock = sock.dup()  # a generation's own: closing it leaves the shared socket open
         self._sock.setblocking(False)
@@ -125,21 +130,48 @@ class Listener:
         self._left_since = 0.0  # when this worker began to leave a waiting connection to another
         self._left_last = 0.0  # when it last did
         self._retry: asyncio.TimerHandle | None = None
+        self._max = max_connections
+        self.held = 0  # connections taken and not yet closed
+        self._watching = False
+        self._full_logged = -FULL_LOG_EVERY
         self._closed = False
         self._setting_up: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
 
     def start(self) -> None:
-        self._loop.add_reader(self._sock.fileno(), self._accept)
+        if not self._watching and not self._closed:
+            self._watching = True
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    def _stop_watching(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._loop.remove_reader(self._sock.fileno())
 
     def close(self) -> None:
         """Stop accepting; connections taken so far are served by their generation."""
         if not self._closed:
-            self._closed = True
             if self._retry is not None:
                 self._retry.cancel()
-            else:
-                self._loop.remove_reader(self._sock.fileno())
+            self._stop_watching()
+            self._closed = True
             self._sock.close()
+
+    def released(self) -> None:
+        """A connection taken here has closed."""
+        self.held -= 1
+        if self.held < self._max and self._retry is None:
+            self.start()
+
+    def _full(self) -> bool:
+        if self.held < self._max:
+            return False
+        self._stop_watching()
+        now = self._loop.time()
+        if now - self._full_logged >= FULL_LOG_EVERY:
+            self._full_logged = now
+            log.warning("%d client connections held (server.max_connections): new ones wait to be accepted",
+                        self.held)
+        return True
 
     async def settled(self) -> None:
         """Once every connection taken has been set up (its TLS handshake done or failed), so that a
@@ -149,7 +181,7 @@ class Listener:
 
     def _resume(self) -> None:
         self._retry = None
-        if not self._closed:
+        if self.held < self._max:
             self.start()
 
     def _leave_to_another(self) -> bool:
@@ -164,7 +196,7 @@ class Listener:
 
     def _accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
-            if self._leave_to_another():
+            if self._full() or self._leave_to_another():
                 return
             try:
                 conn, _ = self._sock.accept()
@@ -172,10 +204,11 @@ class Listener:
                 return  # another worker took it, or the client gave up while queued
             except OSError as exc:  # out of descriptors, say: the connection waits in the queue a moment
                 log.warning("accepting a connection failed: %s", exc)
-                self._loop.remove_reader(self._sock.fileno())
+                self._stop_watching()
                 self._retry = self._loop.call_later(RETRY, self._resume)
                 return
             self._left_last = 0.0
+            self.held += 1
             if self._table is not None:
                 self._table.opened()
             conn.setblocking(False)
@@ -191,5 +224,6 @@ class Listener:
         except OSError as exc:  # the client went away, or its TLS handshake failed
             log.info("a connection closed before it was set up: %s", exc)
             if self._table is not None:
-                self._table.closed()  # the protocol never saw it: the count goes back down here
+                self._table.closed()  # the protocol never saw it: the counts go back down here
+            self.released()
             conn.close()

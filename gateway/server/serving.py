@@ -54,9 +54,16 @@ class Generation:
         self._embedded = embedded  # the process's memory:// state, which outlives a generation
         self._metrics = metrics  # the process's, likewise
         self._resources = contextlib.AsyncExitStack()
-        self._connections = Connections(on_close=table.closed if table is not None else None)
+        self._connections = Connections(on_close=self._released)
         self._listener: Listener | None = None
         self.gateway: Gateway | None = None
+
+    def _released(self) -> None:
+        """A client connection has closed: the worker table's count and the listener's go down."""
+        if self._table is not None:
+            self._table.closed()
+        if self._listener is not None:
+            self._listener.released()
 
     async def start(self, sock: socket.socket) -> None:
         # the gateway's start-up: stores, pools, the revocation list
@@ -70,11 +77,12 @@ class Generation:
 
         def protocol() -> HttpProtocol:
             return HttpProtocol(gateway.handle, connections, scheme=server.scheme,
-                                keepalive_timeout=server.keepalive_timeout, client_timeout=server.client_timeout,
+                                keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout,
+                                client_timeout=server.client_timeout,
                                 observe=gateway.observe)
 
         self._listener = Listener(sock, protocol, table=self._table, tls=context,
-                                  handshake_timeout=server.client_timeout)
+                                  handshake_timeout=server.client_timeout, max_connections=server.max_connections)
         self._listener.start()
 
     async def stop(self) -> None:

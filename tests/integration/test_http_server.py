@@ -9,50 +9,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.config import parse_config
-from tests.factories import config_dict, raw_request
+from tests.factories import Conn, config_dict, raw_request
 from upstream_stub.app import RECEIVED
 
 pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
-
-
-class Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, client: TestClient) -> Conn:
-        return cls(*await asyncio.open_connection(client.server.host, client.server.port))
-
-    def send(self, data: bytes) -> None:
-        self.writer.write(data)
-
-    async def answer(self) -> tuple[int, dict[str, str], bytes]:
-        """One answer framed by Content-Length (or none) or chunks."""
-        head = (await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")
-        lines = head.split("\r\n")
-        headers = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        status = int(lines[0].split()[1])
-        if "content-length" in headers:
-            body = await self.reader.readexactly(int(headers["content-length"]))
-        elif headers.get("transfer-encoding") == "chunked":
-            body = b""
-            while size := int((await self.reader.readline()).strip(), 16):
-                body += await self.reader.readexactly(size)
-                await self.reader.readexactly(2)
-            await self.reader.readexactly(2)
-        else:
-            body = b""
-        return status, headers, body
-
-    async def closed(self) -> bool:
-        return await asyncio.wait_for(self.reader.read(), 10) == b""
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def echo_headers(body: bytes) -> dict[str, str]:

@@ -2,85 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from gateway.config import parse_config
 from tests.factories import config_dict, raw_request
+from tests.servers import Answer, RawUpstream
 
 pytestmark = pytest.mark.stores("embedded")  # store-independent: once is enough
-
-Answer = Callable[[bytes], bytes | None]  # a request's bytes -> what to send back (None: close at once)
-
-
-class RawUpstream:
-    """Reads one request at a time (head, and a body by Content-Length or chunks) and sends `answer(request)`."""
-
-    def __init__(self, answer: Answer, close_after: bool = False) -> None:
-        self.answer = answer
-        self.close_after = close_after
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.open = 0
-        self.most_open = 0
-        self.server: asyncio.AbstractServer | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.open += 1
-        self.most_open = max(self.most_open, self.open)
-        try:
-            while True:
-                request = await _read_request(reader)
-                if request is None:
-                    return
-                self.requests.append(request)
-                reply = self.answer(request)
-                if reply is None:
-                    return
-                if reply.startswith(b"SLEEP "):
-                    await asyncio.sleep(float(reply.split()[1]))
-                    reply = reply.split(b"\n", 1)[1]
-                writer.write(reply)
-                await writer.drain()
-                if self.close_after:
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        finally:
-            self.open -= 1
-            writer.close()
-
-
-async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    lowered = head.lower()
-    if b"content-length:" in lowered:
-        length = int(lowered.split(b"content-length:")[1].split(b"\r\n")[0])
-        return head + await reader.readexactly(length)
-    if b"transfer-encoding: chunked" in lowered:
-        body = b""
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.strip(), 16)
-            body += size_line + await reader.readexactly(size + 2)
-            if size == 0:
-                return head + body
-    return head
-
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
