@@ -209,3 +209,12 @@ class Conn:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def property_settings(examples: int) -> dict[str, Any]:
+    """Hypothesis settings: `examples` cases, the same ones every run (so a failure repeats), or, in the long
+    suites (scripts/test-long sets GATEWAY_PROPERTY_SCALE), that many times more, new ones each run."""
+    import os
+
+    scale = int(os.environ.get("GATEWAY_PROPERTY_SCALE", "1"))
+    return {"max_examples": examples * scale, "derandomize": scale == 1, "deadline": None}

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from gateway.errors import BadRequest
 from gateway.paths import normalize_path
+from tests.factories import property_settings
 from tests.processes import ROOT, Running, gateway_raw
 from tests.servers import free_port, wait_for_port
 
-pytestmark = pytest.mark.stores("embedded")
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+pytestmark = [pytest.mark.stores("embedded"), pytest.mark.properties]
+SETTINGS = settings(**property_settings(150),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 

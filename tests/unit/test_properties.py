@@ -14,9 +14,10 @@ from gateway.config import ConfigError, parse_config
 from gateway.errors import BadRequest
 from gateway.paths import normalize_path
 from gateway.pipeline.match import RouteTable
-from tests.factories import config_dict, jwt_config
+from tests.factories import config_dict, jwt_config, property_settings
 
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
+pytestmark = pytest.mark.properties
+SETTINGS = settings(**property_settings(300),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 SEGMENT_CHARS = string.ascii_letters + string.digits + "-._~%;:@!$&'()*+,=" + "/"
