@@ -14,6 +14,7 @@
     ├── TooManyRequests          429  (carries Retry-After)
     ├── HeadersTooLarge          431
     ├── InternalError            500
+    ├── MethodNotImplemented     501  (TRACE and CONNECT are never proxied)
     ├── BadGateway               502
     ├── ServiceUnavailable       503  (a store the gateway needs is down)
     │   └── NoHealthyUpstream    503
@@ -105,6 +106,11 @@ class TooManyRequests(GatewayError):
 
 class InternalError(GatewayError):
     status = 500
+
+
+class MethodNotImplemented(GatewayError):
+    status = 501
+    message = "Method not implemented."
 
 
 class BadGateway(GatewayError):

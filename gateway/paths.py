@@ -20,7 +20,12 @@ _FORBIDDEN_ENCODED = {"2F": "an encoded slash", "5C": "an encoded backslash", "0
 
 # A path already in normal form: segments of plain characters, none empty, "." or "..", no escapes.
 # Most requests' paths are; they skip the work below.
-_NORMAL = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~!$&'()*+,;=:@-]+)+/?|/")
+_NORMAL = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~!$&'()*+,=:@-]+)+/?|/")
+# Characters that some servers behind the gateway cut a path at, so that they would see another resource than
+# the one authorized: a fragment (never part of a request-target, RFC 9112 §3.2; aiohttp and others drop it,
+# so /public/secret#x reaches them as /public/secret) and path parameters (Tomcat and Jetty drop ";..." from
+# each segment, so /public/..;/admin reaches them as /admin; Spring Security's firewall refuses ";" too).
+_CUT_AT = {"#": "a fragment (#)", ";": "a path parameter (;)"}
 
 
 class BadPath(ValueError):
@@ -31,7 +36,8 @@ def normalize_path(raw: str) -> str:
     """Decode unreserved percent-escapes, merge slashes, resolve dot segments.
 
     Raises BadRequest for an encoded slash, backslash or NUL, a bad escape,
-    a control character, or a path that climbs above the root.
+    a control character, a fragment or path parameter (#, ;), or a path that
+    climbs above the root.
     """
     if _NORMAL.fullmatch(raw):
         return raw
@@ -56,6 +62,9 @@ def _normalize(raw: str) -> str:
         raise BadPath("it must start with /")
     if "\\" in raw:
         raise BadPath("it contains a backslash")
+    for char, what in _CUT_AT.items():
+        if char in raw:
+            raise BadPath(f"it contains {what}")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw):
         raise BadPath("it contains a control character")
     decoded = _decode_unreserved(raw) if "%" in raw else raw

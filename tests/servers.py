@@ -398,3 +398,253 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
             if size == 0:
                 return head + body
     return head
+
+
+class StubProcess:
+    """upstream_stub as a process of its own on a fixed port, that a test may kill (SIGKILL: no goodbye, its
+    connections reset) and start again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "upstream_stub", "--port", str(self.port)],
+                                     cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(30)
+            self.proc = None
+
+
+class KeepAliveRequests:
+    """A raw upstream that serves `limit` requests on a connection and then closes it, as nginx's
+    `keepalive_requests` does (1000 there by default): `announce` says so on the last answer
+    (`Connection: close`, as nginx does). Without it the connection stays open, unannounced, and the next
+    request on it is read and left unanswered as the connection closes: the race of a keep-alive close
+    meeting a request on its way. Every request's bytes are recorded: those answered per connection, the
+    others in `unanswered`."""
+
+    def __init__(self, limit: int, *, announce: bool = True) -> None:
+        self.limit = limit
+        self.announce = announce
+        self.connections: list[list[bytes]] = []
+        self.unanswered: list[bytes] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    @property
+    def requests(self) -> list[bytes]:
+        return [request for connection in self.connections for request in connection] + self.unanswered
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def _answer(self, request: bytes, last: bool) -> bytes:
+        body = b"%d" % len(request.partition(b"\r\n\r\n")[2])  # the length of the body it got
+        close = b"Connection: close\r\n" if last and self.announce else b""
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), close)
+        return head if request.startswith(b"HEAD ") else head + body
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen: list[bytes] = []
+        self.connections.append(seen)
+        try:
+            while len(seen) < self.limit:
+                request = await _read_request(reader)
+                if request is None:
+                    return
+                seen.append(request)
+                writer.write(self._answer(request, last=len(seen) == self.limit))
+                await writer.drain()
+            if not self.announce:
+                request = await asyncio.wait_for(_read_request(reader), 5)
+                if request is not None:
+                    self.unanswered.append(request)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            return
+        finally:
+            writer.close()
+
+
+class HungUpstream:
+    """Accepts connections and reads what comes, and never answers a byte."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.server: asyncio.AbstractServer | None = None
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        for writer in self._held:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._held.append(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            return
+
+
+def child_pids(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (a supervisor's workers)."""
+    result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in result.stdout.split()}
+
+
+def established(port: int, pid: int) -> int:
+    """Client connections to `port` that process `pid` holds open, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = fd.readlink().name
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+            count += 1
+    return count
+
+
+class ByteUpstream(RawUpstream):
+    """A RawUpstream that also keeps every byte each connection brought (`streams`), whether it made a request
+    or not: a test compares them with `requests` to see that nothing came beside the requests read."""
+
+    def __init__(self, answer: Answer, close_after: bool = False) -> None:
+        super().__init__(answer, close_after)
+        self.streams: list[bytearray] = []
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self.streams)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream = bytearray()
+        self.streams.append(stream)
+        inner = asyncio.StreamReader()
+
+        async def pump() -> None:
+            try:
+                while chunk := await reader.read(65536):
+                    stream.extend(chunk)
+                    inner.feed_data(chunk)
+            except ConnectionError:
+                pass
+            inner.feed_eof()
+
+        pumping = asyncio.ensure_future(pump())
+        try:
+            await super()._serve(inner, writer)
+        finally:
+            pumping.cancel()
+
+
+class Tap:
+    """A TCP relay on a loopback port in front of `target` that keeps every byte each way, per connection: what
+    a gateway sent its upstream and what the upstream answered. It runs on threads, so that it can outlive one
+    test's event loop (a gateway or stub process in front of or behind it lives for a whole module)."""
+
+    def __init__(self, target: int) -> None:
+        import threading
+
+        self.target = target
+        self.exchanges: list[tuple[bytearray, bytearray]] = []  # (sent, answered), one per connection
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)  # so that the accepting thread sees `close` soon
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def mark(self) -> list[tuple[int, int]]:
+        """How many bytes each connection has carried each way so far."""
+        return [(len(sent), len(answered)) for sent, answered in list(self.exchanges)]
+
+    def since(self, mark: list[tuple[int, int]]) -> list[tuple[bytes, bytes]]:
+        """What each connection carried after `mark` (sent, answered), for those that carried anything."""
+        moved = []
+        for index, (sent, answered) in enumerate(list(self.exchanges)):
+            sent_before, answered_before = mark[index] if index < len(mark) else (0, 0)
+            if len(sent) > sent_before or len(answered) > answered_before:
+                moved.append((bytes(sent[sent_before:]), bytes(answered[answered_before:])))
+        return moved
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        for sock in self._sockets:
+            _shut(sock)
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            sent, answered = bytearray(), bytearray()
+            self.exchanges.append((sent, answered))
+            self._sockets += [client, upstream]
+            for source, sink, kept in ((client, upstream, sent), (upstream, client, answered)):
+                threading.Thread(target=_relay, args=(source, sink, kept), daemon=True).start()
+
+
+def _relay(source: socket.socket, sink: socket.socket, kept: bytearray) -> None:
+    """One direction of a Tap's connection, until either end closes; then both are closed."""
+    try:
+        while data := source.recv(65536):
+            kept.extend(data)
+            sink.sendall(data)
+    except OSError:
+        pass
+    _shut(source)
+    _shut(sink)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

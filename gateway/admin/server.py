@@ -7,15 +7,31 @@ the metrics: the one process, or the supervisor of `server.workers: N`.
 from __future__ import annotations
 
 import json
+import logging
 import socket
-from typing import Callable
+from typing import Any, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..config.model import AdminConfig
 from ..metrics import Snapshot
 from .exposition import CONTENT_TYPE, render
 from .readiness import Readiness
+
+
+class _ClientFaults(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, but a request it could not parse (a client's doing: CL.TE, a bad field) is
+    one INFO line, not an ERROR with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.info("admin listener: unparseable request (%s)", type(exc_info).__name__)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 class AdminServer:
@@ -29,7 +45,7 @@ class AdminServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_ClientFaults())
         await self._runner.setup()
         host = self._config.host
         sock = socket.create_server((host, self._config.port),

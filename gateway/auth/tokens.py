@@ -30,6 +30,8 @@ from ..config import JwtConfig, JwtKey
 from . import legacy
 
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
+# Ids are snowflakes (ids.py): 63 bits. A larger one names no user, and SQLite cannot even look it up.
+MAX_USER_ID = 2**63 - 1
 
 
 class _CheckedOnceHMAC(HMACAlgorithm):
@@ -189,8 +191,8 @@ def _claims(payload: dict[str, Any], now: float, leeway: float, token: str) -> C
             value = _number(payload[name])
             if value is None or value > now + leeway:
                 raise InvalidToken(f"{name} is in the future or not a number")
-    if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
-        raise InvalidToken("user_id is not a positive integer")
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id <= MAX_USER_ID:
+        raise InvalidToken("user_id is not a positive 63-bit integer")
     if not isinstance(refresh, bool):
         raise InvalidToken("refresh is not a boolean")
     if _has_jti(payload):

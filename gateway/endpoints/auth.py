@@ -92,7 +92,7 @@ class AuthEndpoints:
 
     async def _refresh(self, request: Request) -> Response:
         claims = self._claims_or(request, wrong_refresh_token)
-        if not claims.refresh or self._authenticator.revoked(claims):
+        if not claims.refresh or self._authenticator.revoked_or_stale(claims):
             raise wrong_refresh_token()
         user = await self._users.get_by_id(claims.user_id)
         if user is None or not user.enabled:

@@ -55,6 +55,11 @@ class RequestBody:
             self._error = BodyIncomplete()
             self._wake()
 
+    @property
+    def failed(self) -> bool:
+        """The body will not end well (the client's chunks were malformed, or it went away)."""
+        return self._error is not None
+
     # -- the handler's side -------------------------------------------------------------------------
     async def read(self) -> bytes:
         """The next piece of the body; b"" at its end."""

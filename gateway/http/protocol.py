@@ -40,6 +40,10 @@ LINGER = 2.0  # seconds to read and drop what a client still sends after its ans
 FIRST_REQUEST_GRACE = 1.0  # seconds a new connection has to send its first request once draining began
 MAX_FIELD = 16 * 1024  # one header field, or the request-target
 MAX_HEAD = 64 * 1024  # the whole head
+MAX_FIELDS = 100  # field lines in a head, as Apache's LimitRequestFields and Envoy's max_headers_count
+# A second line of one of these is refused: RFC 9112 §3.2 (Host), RFC 9110 §11.6.2 (one credential). With two,
+# an upstream may act on the one the gateway did not check.
+_SINGLETONS = {b"authorization": "Only one Authorization field is allowed.", b"host": "Only one Host field is allowed."}
 
 
 class _Refused(Exception):
@@ -259,10 +263,12 @@ class HttpProtocol(asyncio.Protocol):
             return  # a trailer of a chunked body: never a field of the request
         size = len(name) + len(value)
         self._head_size += size
-        if size > MAX_FIELD or self._head_size > MAX_HEAD:
-            raise self._refused(HeadersTooLarge())
+        if size > MAX_FIELD or self._head_size > MAX_HEAD or len(self._fields) >= MAX_FIELDS:
+            raise self._refused(HeadersTooLarge())  # the count too: a field of one byte costs a line upstream
         self._fields.append((name, value))
         lowered = name.lower()
+        if lowered in self._first and lowered in _SINGLETONS:
+            raise self._refused(BadRequest(_SINGLETONS[lowered]))
         self._first.setdefault(lowered, value)
         if lowered == b"content-length":
             try:
@@ -289,6 +295,10 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         self._waiting_since = self._head_since = None
         version = parser.get_http_version()
+        if self._chunked and version == "1.0":
+            # RFC 9112 §6.1: the framing of an HTTP/1.0 message with Transfer-Encoding is faulty (a 1.0 hop
+            # may have passed the chunks on as they were): refused, and the connection closed.
+            raise self._refused(BadRequest("Transfer-Encoding is not allowed in HTTP/1.0."))
         exists = self._chunked or bool(self._length)
         upgrade = parser.should_upgrade()
         if exists and upgrade:

@@ -108,3 +108,11 @@ class Authenticator:
         if not revocations.fresh and not self._fail_open:
             raise StoreUnavailable()
         return revocations.is_revoked(claims)
+
+    def revoked_or_stale(self, claims: Claims) -> bool:
+        """As `revoked`, but StoreUnavailable while the list may be stale whatever `on_redis_down` says: a
+        refresh mints new tokens, and `allow` is for serving the tokens there are, not for making more from a
+        refresh token that may have been revoked meanwhile."""
+        if not self.revocations.fresh:
+            raise StoreUnavailable()
+        return self.revocations.is_revoked(claims)

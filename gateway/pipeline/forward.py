@@ -7,8 +7,9 @@ The request's framing is the gateway's: a canonical `Content-Length`, or
 chunked when the client's length is unknown.
 
 Retries (RFC 9110 §9.2.2): a request whose connection failed before any byte
-of it was sent is tried once more on another target when its method is
-idempotent (`retry_methods`) or the route allows it. A pooled keep-alive
+of it was sent, or broke before any byte of an answer came, is tried once
+more on another target when its method is idempotent (`retry_methods`) or
+the route allows it. A pooled keep-alive
 connection that the upstream closed under us is retried whatever the method,
 as long as none of the body has been sent. Nothing is retried once the
 upstream has started answering.
@@ -180,7 +181,10 @@ class _Exchange:
         self._count_failure(exc, target)
         if attempts >= 2 or not self.body.replayable():
             return None
-        if isinstance(exc, ConnectFailed):
+        # A target that broke the connection before any byte of its answer (it died with the request in
+        # flight) has answered nothing: a request that may be retried goes to another, as nginx's
+        # proxy_next_upstream `error` does.
+        if isinstance(exc, ConnectFailed) or (isinstance(exc, Disconnected) and exc.unanswered):
             return "other" if self._may_retry() else None
         return None
 
@@ -220,6 +224,7 @@ class _Body:
         # The whole body, when it has none or a small one that read_small() read: it goes with the head
         # and again on a retry. None: it is streamed.
         self.whole: bytes | None = None if self.exists else b""
+        self._first: bytes | None = None  # of a streamed body: its first piece, read before the head is sent
         if self.length is not None:
             self.framing = b"Content-Length: %d\r\n" % self.length
         else:
@@ -229,17 +234,25 @@ class _Body:
         return not self.started and not self.too_large
 
     async def read_small(self) -> None:
-        """Read the body into `whole` when its length is known and small."""
+        """Read the body into `whole` when its length is known and small, else its first piece: a body the
+        client got wrong from its first bytes (a chunk size llhttp refuses, say) is then refused before any
+        of the request reaches an upstream, which might act on a head whose body never comes."""
         if self.length is not None and self.length <= SMALL_BODY:
             data = await self._body.read_all(self.length)
             if len(data) != self.length:
                 raise BodyIncomplete()
             self.whole = data
+        else:
+            self._first = await self._body.read()
+            if self._body.failed:  # what came with the first piece already ends badly
+                raise BodyIncomplete()
 
     async def stream_to(self, conn: Connection, send_timeout: float) -> None:
         chunked = self.length is None
         seen = 0
-        while chunk := await self._body.read():
+        first, self._first = self._first, None
+        while chunk := first if first is not None else await self._body.read():
+            first = None
             seen += len(chunk)
             if self._limit is not None and seen > self._limit:
                 self.too_large = True

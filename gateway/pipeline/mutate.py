@@ -2,7 +2,8 @@
 
 Hop-by-hop headers (RFC 9110 §7.6.1) and every header that `Connection`
 names are removed before the gateway adds its own. Identity headers are the
-gateway's alone: a client-sent X-User-Id never passes, in any spelling.
+gateway's alone: a client-sent X-User-Id never passes, in any spelling; nor
+do the fields that would make an upstream act on another path or method.
 """
 from __future__ import annotations
 
@@ -18,8 +19,16 @@ HOP_BY_HOP = frozenset({
 # Set by the gateway (below, or the framing by the forward stage), so a client's copies never pass.
 _OWN = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
                   "content-length"})
+# Other ways of naming the client that an upstream may believe (RFC 7239's Forwarded, nginx's X-Real-IP): the
+# gateway says who the client is in X-Forwarded-For alone, so a client's own copies never pass.
+_CLIENT_NAMING = frozenset({"forwarded", "x-real-ip"})
 IDENTITY = frozenset({"x-user-id"})
-_REQUEST_DROP = HOP_BY_HOP | _OWN | IDENTITY
+# Fields some frameworks let override the path or the method the request line names (IIS, Symfony and Zend
+# read X-Original-URL and X-Rewrite-URL, Spring and ASP.NET X-Forwarded-Prefix, many the method overrides):
+# the upstream must act on the path and method that were authorized, so a client's copies never pass.
+OVERRIDES = frozenset({"x-original-url", "x-rewrite-url", "x-original-uri", "x-forwarded-prefix",
+                       "x-http-method-override", "x-http-method", "x-method-override"})
+_REQUEST_DROP = HOP_BY_HOP | _OWN | _CLIENT_NAMING | IDENTITY | OVERRIDES
 _REQUEST_DROP_WITH_AUTH = _REQUEST_DROP | {"authorization"}
 _RESPONSE_DROP = HOP_BY_HOP | {"server"}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..client_ip import ClientIp
-from ..errors import NotFound, PayloadTooLarge
+from ..errors import MethodNotImplemented, NotFound, PayloadTooLarge
 from ..http.reply import Reply
 from ..http.request import Request
 from ..logs import REQUEST_ID
@@ -20,6 +20,13 @@ from .forward import Forwarder
 from .match import Route, RouteTable
 from .mutate import RequestIds, upstream_request_fields
 from .websocket import is_upgrade, relay_websocket
+
+
+# Never proxied (RFC 9110 §15.6.2: supported for no resource). CONNECT asks for a tunnel to an authority
+# (§9.3.6), and a 2xx to it makes the upstream connection one (RFC 9112 §6.3), which a pooled connection must
+# never become. TRACE has the upstream reflect the request it got (§9.3.8): the fields the gateway added,
+# X-User-Id and, on a route that forwards it, the bearer token, would come back in a response body.
+NOT_PROXIED = frozenset({"CONNECT", "TRACE"})
 
 
 class Admission(NamedTuple):
@@ -65,6 +72,8 @@ class Pipeline:
         headers = request.headers
         req_id = self._request_ids(headers.get("X-Request-Id"))
         REQUEST_ID.set(req_id)  # every log record from here on carries it, a refusal's too
+        if request.method in NOT_PROXIED:
+            raise MethodNotImplemented()
         admission = await self.admit(request, request.method, path, headers.get("Authorization"))
         route = admission.route
         limit = route.body_limit

@@ -52,15 +52,17 @@ class ConnectTimeout(ConnectFailed):
 
 class Disconnected(UpstreamError):
     """`stale`: a pooled connection the upstream closed before any byte of an answer came back;
-    `nothing_sent`: it was found closed before the request was written to it."""
+    `nothing_sent`: it was found closed before the request was written to it; `unanswered`: no byte of an
+    answer came back on it (on a new connection too: a target that died with the request in flight)."""
 
     MESSAGE = "the upstream closed the connection"
 
     def __init__(self, message: str = MESSAGE, *, stale: bool = False,
-                 nothing_sent: bool = False) -> None:
+                 nothing_sent: bool = False, unanswered: bool = False) -> None:
         super().__init__(message)
         self.stale = stale or nothing_sent
         self.nothing_sent = nothing_sent
+        self.unanswered = unanswered or self.stale
 
 
 class QueueTimeout(UpstreamError):
@@ -149,7 +151,7 @@ class Connection(asyncio.Protocol):
         if not self.complete:
             stale = not self.received and self.used > 1
             why = f"the upstream closed the connection ({exc})" if exc is not None else Disconnected.MESSAGE
-            self._fail(Disconnected(why, stale=stale))
+            self._fail(Disconnected(why, stale=stale, unanswered=not self.received))
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)  # drain() then finds the connection closed
@@ -234,7 +236,7 @@ class Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
-            raise Disconnected(nothing_sent=self.used > 1 and self._sent == 0)
+            raise Disconnected(nothing_sent=self.used > 1 and self._sent == 0, unanswered=True)
         self._sent += len(data)
         self.transport.write(data)
 

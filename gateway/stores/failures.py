@@ -6,7 +6,10 @@ Redis the failures are a sorted set of timestamps at
 `gw:login-failures:{app:code:<subject>}`, shared by every instance; the SMS-code check
 reads and counts it in the same script that checks the code (codes.py), so
 that concurrent guesses cannot all pass the check before any is counted.
-When Redis cannot be reached, this instance counts by itself.
+When the primary cannot be reached, a login fails closed (503) unless a
+replica is configured: logins then go on (codes are read from the replica)
+and this instance counts failures by itself meanwhile, as the code check
+does.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Callable, NamedTuple, Protocol
 
 from limits import RateLimitItem
 
+from . import StoreUnavailable
 from .kv import REDIS_DOWN, AnyRedis
 
 log = logging.getLogger("gateway.stores.failures")
@@ -105,10 +109,17 @@ class MemoryFailures:
 
 
 class RedisFailures:
-    def __init__(self, primary: AnyRedis, local: MemoryFailures) -> None:
+    def __init__(self, primary: AnyRedis, local: MemoryFailures | None) -> None:
         self._exhausted = primary.register_script(EXHAUSTED)
         self._record = primary.register_script(RECORD)
-        self.local = local  # while Redis is down
+        self.local = local  # while only the replica answers; None (no replica): StoreUnavailable
+
+    def _counting_here(self, exc: Exception) -> MemoryFailures:
+        if self.local is None:
+            log.error("redis unavailable, refusing logins: %s", exc)
+            raise StoreUnavailable() from None
+        log.error("redis primary unavailable, counting failed logins per instance: %s", exc)
+        return self.local
 
     async def exhausted(self, subject: str, window: Window) -> float | None:
         now_ms = int(time.time() * 1000)
@@ -116,8 +127,7 @@ class RedisFailures:
             answer = await self._exhausted(keys=[failures_key(subject)],
                                             args=[now_ms, int(window.seconds * 1000), window.limit])
         except _DOWN as exc:
-            log.error("redis unavailable, counting failed logins per instance: %s", exc)
-            return self.local.exhausted_now(subject, window)
+            return self._counting_here(exc).exhausted_now(subject, window)
         return wait_of(int(answer))
 
     async def record(self, subject: str, window: Window) -> None:
@@ -125,5 +135,4 @@ class RedisFailures:
         try:
             await self._record(keys=[failures_key(subject)], args=[now_ms, int(window.seconds * 1000), member(now_ms)])
         except _DOWN as exc:
-            log.error("redis unavailable, counting failed logins per instance: %s", exc)
-            self.local.record_now(subject, window)
+            self._counting_here(exc).record_now(subject, window)

@@ -113,7 +113,7 @@ async def test_http_1_0_clients(gateway: TestClient) -> None:
 
 async def test_idle_connections_close_after_the_keepalive_timeout(make_gateway: Any, upstream: Any) -> None:
     raw = config_dict(str(upstream.make_url("")).rstrip("/"))
-    raw["server"] = {"keepalive_timeout": "300ms"}
+    raw["server"] = {"keepalive_timeout": "300ms", "header_timeout": "300ms"}
     client = await make_gateway(parse_config(raw, env={}))
     conn = await Conn.open(client)
     conn.send(b"GET /v1_0/channels HTTP/1.1\r\nHost: gw\r\n\r\n")
@@ -121,6 +121,8 @@ async def test_idle_connections_close_after_the_keepalive_timeout(make_gateway: 
     assert await conn.closed()  # idle: closed after 300 ms
     slow = await Conn.open(client)
     slow.send(b"GET /v1_0/channels HTTP/1.1\r\nHost: gw\r\n")  # never finishes its head
+    status, _, body = await slow.answer()
+    assert status == 408 and json.loads(body) == {"message": "Request header timed out."}
     assert await slow.closed()
     conn.close()
     slow.close()

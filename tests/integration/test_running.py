@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from tests.processes import Running, gateway_raw
+from tests.servers import child_pids, established
 
 
 async def status(session: aiohttp.ClientSession, url: str) -> int:
@@ -90,11 +91,6 @@ async def test_sigterm_drains_requests_in_flight(tmp_path: Path, stub: str) -> N
     assert "draining requests in flight" in gateway.log.read_text()
 
 
-def children(pid: int) -> set[int]:
-    result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return {int(p) for p in result.stdout.split()}
-
-
 async def test_workers_share_a_port_restart_and_reload(tmp_path: Path, stub: str, real_redis_url: str) -> None:
     raw = gateway_raw(stub, tmp_path, workers=2)
     raw["redis"] = {"url": real_redis_url}
@@ -104,17 +100,17 @@ async def test_workers_share_a_port_restart_and_reload(tmp_path: Path, stub: str
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
                                          timeout=aiohttp.ClientTimeout(total=20)) as session:
             deadline = time.monotonic() + 20
-            while len(children(gateway.proc.pid)) < 2 and time.monotonic() < deadline:
+            while len(child_pids(gateway.proc.pid)) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-            workers = children(gateway.proc.pid)
+            workers = child_pids(gateway.proc.pid)
             assert len(workers) == 2
             victim = sorted(workers)[0]
             subprocess.run(["kill", "-KILL", str(victim)], check=True)
             deadline = time.monotonic() + 20
-            while (victim in children(gateway.proc.pid) or len(children(gateway.proc.pid)) < 2) \
+            while (victim in child_pids(gateway.proc.pid) or len(child_pids(gateway.proc.pid)) < 2) \
                     and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-            assert len(children(gateway.proc.pid)) == 2 and victim not in children(gateway.proc.pid)
+            assert len(child_pids(gateway.proc.pid)) == 2 and victim not in child_pids(gateway.proc.pid)
             await asyncio.sleep(1.5)  # the new worker binds
             assert {await status(session, f"{gateway.url}/v1_0/channels") for _ in range(40)} == {200}
             gateway.write(gateway_raw(stub, tmp_path, channels="required", workers=2)
@@ -123,7 +119,7 @@ async def test_workers_share_a_port_restart_and_reload(tmp_path: Path, stub: str
             await asyncio.sleep(2)
             assert {await status(session, f"{gateway.url}/v1_0/channels") for _ in range(40)} == {401}
         assert gateway.stop() == 0
-        assert children(gateway.proc.pid) == set()
+        assert child_pids(gateway.proc.pid) == set()
     finally:
         gateway.stop()
 
@@ -186,24 +182,6 @@ async def test_clients_that_go_away_leave_no_error_in_the_log(stub: str, tmp_pat
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
 
 
-def _established(port: int, pid: int) -> int:
-    """Client connections to `port` that process `pid` holds open, from /proc."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            link = fd.readlink().name
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
-            count += 1
-    return count
-
-
 async def test_workers_share_connections_evenly(tmp_path: Path, stub: str, real_redis_url: str) -> None:
     """Keep-alive connections opened together are spread one for one, not as the kernel's hash falls."""
     raw = gateway_raw(stub, tmp_path, workers=2)
@@ -211,7 +189,7 @@ async def test_workers_share_connections_evenly(tmp_path: Path, stub: str, real_
     gateway = Running(tmp_path, raw)
     try:
         deadline = time.monotonic() + 20
-        while len(children(gateway.proc.pid)) < 2 and time.monotonic() < deadline:
+        while len(child_pids(gateway.proc.pid)) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)  # both workers serve
         opened = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(20)]
@@ -219,7 +197,7 @@ async def test_workers_share_connections_evenly(tmp_path: Path, stub: str, real_
             writer.write(b"GET /v1_0/channels HTTP/1.1\r\nHost: t\r\n\r\n")
         for reader, _ in opened:
             assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 200")
-        held = sorted(_established(gateway.port, pid) for pid in children(gateway.proc.pid))
+        held = sorted(established(gateway.port, pid) for pid in child_pids(gateway.proc.pid))
         assert sum(held) == 20 and held[1] - held[0] <= 2  # the kernel's hash gives 0 and 20 as readily as 10 and 10
         for _, writer in opened:
             writer.close()
