@@ -30,6 +30,10 @@ from ..config import JwtConfig, JwtKey
 from . import legacy
 
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
+# Expired entries are swept out every quarter of the access TTL, at most a minute apart: a token verified once
+# and never again (most are: a client refreshes before exp) would otherwise keep its entry until the cache
+# is full, and a gateway's memory would grow for hours towards cache_size entries of dead tokens.
+SWEEP_EVERY = 60.0
 # Ids are snowflakes (ids.py): 63 bits. A larger one names no user, and SQLite cannot even look it up.
 MAX_USER_ID = 2**63 - 1
 
@@ -87,6 +91,8 @@ class TokenService:
         self._clock = clock
         self._cache: dict[str, Claims] = {}
         self._cache_size = config.cache_size
+        self._sweep_every = min(SWEEP_EVERY, max(1.0, config.access_ttl / 4))
+        self._next_sweep = clock() + self._sweep_every
         self._jws = _signer()
 
     def issue(self, user_id: int, *, refresh: bool, sid: str) -> str:
@@ -128,17 +134,24 @@ class TokenService:
             raise InvalidToken("expired", "expired")
         claims = self._decode(token, now)
         if self._cache_size:
+            if now >= self._next_sweep:
+                self._drop_expired(now)
             if len(self._cache) >= self._cache_size:
                 self._evict(now)
             self._cache[token] = claims
         return claims
 
-    def _evict(self, now: float) -> None:
-        """Drop the expired entries, and when that is not a tenth of the cache, the oldest tenth: a scan of
-        the whole cache then happens once per tenth of it, not once per token verified."""
+    def _drop_expired(self, now: float) -> None:
         cache = self._cache
         for token in [t for t, c in cache.items() if c.exp + self._leeway <= now]:
             del cache[token]
+        self._next_sweep = now + self._sweep_every
+
+    def _evict(self, now: float) -> None:
+        """Drop the expired entries, and when that is not a tenth of the cache, the oldest tenth: a scan of
+        the whole cache then happens once per tenth of it, not once per token verified."""
+        self._drop_expired(now)
+        cache = self._cache
         excess = len(cache) - self._cache_size * 9 // 10
         if excess > 0:
             for token in list(itertools.islice(cache, excess)):  # oldest first: dicts keep insertion order

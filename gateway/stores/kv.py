@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Callable, Protocol
 import redis.asyncio as aioredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..config.model import RedisConfig
@@ -141,8 +141,20 @@ AnyRedis = Redis | RedisCluster
 REDIS_DOWN: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 
+REDIS_CONNECTIONS = 100  # to one Redis, per process, at most
+# Pools make a command wait for a free connection (as long as a command may take) when all are in use:
+# redis-py's own pool refuses at once ("Too many connections"), which turned a burst of requests into 503s
+# and ERROR lines while Redis was well (found by bench.soak).
+_BLOCKING: dict[str, Any] = {"max_connections": REDIS_CONNECTIONS, "timeout": _TIMEOUTS["socket_timeout"]}
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (it finds the primary or a replica) with the blocking pool's wait for a connection."""
+
+
 def connect(url: str) -> Redis:
-    return aioredis.from_url(url, decode_responses=True, **_TIMEOUTS)
+    pool = aioredis.BlockingConnectionPool.from_url(url, decode_responses=True, **_BLOCKING, **_TIMEOUTS)
+    return Redis.from_pool(pool)
 
 
 def connect_redis(config: RedisConfig) -> tuple[AnyRedis, Redis | None]:
@@ -159,8 +171,10 @@ def connect_redis(config: RedisConfig) -> tuple[AnyRedis, Redis | None]:
     sentinel = Sentinel(list(config.sentinel.hosts), sentinel_kwargs=dict(_TIMEOUTS),  # type: ignore[no-untyped-call]
                         **_TIMEOUTS)
     service, db, password = config.sentinel.service, config.sentinel.db, config.sentinel.password
-    return (sentinel.master_for(service, decode_responses=True, db=db, password=password),
-            sentinel.slave_for(service, decode_responses=True, db=db, password=password))
+    return (sentinel.master_for(service, decode_responses=True, db=db, password=password,
+                                connection_pool_class=_BlockingSentinelPool, **_BLOCKING),
+            sentinel.slave_for(service, decode_responses=True, db=db, password=password,
+                               connection_pool_class=_BlockingSentinelPool, **_BLOCKING))
 
 
 @contextlib.asynccontextmanager

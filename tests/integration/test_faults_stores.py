@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import aiohttp
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
@@ -152,6 +153,41 @@ async def test_logins_refreshes_and_proxied_calls_work_again_after_a_sentinel_fa
     assert await logout(client, before["token"]) == (204, None)  # written to the new primary
     assert (await profile(client, before["token"])())[0] == 401
     no_unhandled_errors(caplog)
+
+
+# -- Redis slow: more requests at once than connections ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("through", ["redis.url", "redis.sentinel"])
+async def test_more_requests_at_once_than_redis_connections_wait_for_one(
+        make_gateway: Any, upstream: TestServer, tmp_path: Path, redis_with_sentinel: Any, through: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Found by the soak: redis-py's pool refused a command at once when its 100 connections were in use ("Too
+    many connections"): a 503 and an ERROR line for a burst of requests while Redis was well. CLIENT PAUSE holds
+    every command for a second, so 150 code requests at once need 150 connections: they wait for one."""
+    primary, _, sentinel = redis_with_sentinel
+    redis: dict[str, Any] = ({"url": primary.url} if through == "redis.url" else
+                             {"sentinel": {"hosts": [f"127.0.0.1:{sentinel.port}"], "service": "mymaster"}})
+    client = await make_gateway(make_config(str(upstream.make_url("")).rstrip("/"), redis=redis,
+                                            database_url=f"sqlite:///{tmp_path}/gw.db"))
+    caplog.set_level(logging.WARNING)
+    url = str(client.make_url("/v1_0/sms/codes/"))
+    admin = sync_redis.Redis(port=primary.port)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def status(mobile: str) -> int:
+            async with session.get(url + mobile) as resp:
+                await resp.read()
+                return resp.status
+
+        admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+        try:
+            statuses = await asyncio.gather(*(status(f"139{i:08d}") for i in range(150)))
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            admin.close()
+    assert statuses == [200] * 150
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # -- Redis gone entirely ---------------------------------------------------------------------------------------

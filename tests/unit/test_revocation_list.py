@@ -41,3 +41,39 @@ def test_status_listeners_hear_of_one_user_until_they_leave() -> None:
     revocations.off_status_change(listener)
     asyncio.run(revocations.status_changed(8))
     assert listener.heard == [7]
+
+
+def test_entries_leave_when_due_whatever_order_they_came_in() -> None:
+    """Pruning takes what is due from a heap: an entry renewed to a later time stays, one renewed to an
+    earlier time goes then, and sessions and users due at the same moment live side by side."""
+    now = [1000.0]
+    revoked = RevocationList(lambda: now[0])
+    revoked.add(Entry.session("renewed-later", 1100.0))
+    revoked.add(Entry.session("renewed-later", 1300.0))
+    revoked.add(Entry.session("renewed-earlier", 1300.0))
+    revoked.add(Entry.session("renewed-earlier", 1100.0))
+    revoked.add(Entry.session("same-moment", 1200.0))
+    revoked.add(Entry.user(7, 150.0, 1200.0))
+    revoked.add(Entry.user(8, 150.0, 1100.0))
+    revoked.add(Entry.user(8, 160.0, 1400.0))  # a later not-before keeps user 8 until 1400
+    assert len(revoked) == 5
+    now[0] = 1150.0
+    revoked.add(Entry.session("trigger", 5000.0))
+    assert not revoked.is_revoked(claims(user_id=99, sid="renewed-earlier"))
+    assert revoked.is_revoked(claims(user_id=99, sid="renewed-later")) and revoked.is_revoked(claims(user_id=8, iat=155.0))
+    now[0] = 1250.0
+    revoked.add(Entry.session("trigger", 5000.0))
+    assert not revoked.is_revoked(claims(user_id=99, sid="same-moment")) and not revoked.is_revoked(claims(user_id=7, iat=1.0))
+    assert len(revoked) == 3  # renewed-later, user 8, trigger
+    now[0] = 1500.0
+    revoked.add(Entry.session("trigger", 5000.0))
+    assert len(revoked) == 1 and revoked.is_revoked(claims(user_id=99, sid="trigger"))
+
+
+def test_a_hundred_thousand_entries_are_pruned_as_they_fall_due() -> None:
+    now = [0.0]
+    revoked = RevocationList(lambda: now[0])
+    for i in range(100_000):
+        now[0] = float(i)
+        revoked.add(Entry.session(f"s{i}", i + 1000.0))  # each lives 1000 s
+    assert len(revoked) == 1000

@@ -125,3 +125,15 @@ def test_bearer_header_format(header: str | None, token: str | None) -> None:
 def test_a_token_verified_the_instant_it_is_issued_is_not_from_the_future() -> None:
     tokens = TokenService(jwt_config(), clock=lambda: 1_900_000_000.9996)
     assert tokens.verify(tokens.issue(1, refresh=False, sid="s")).iat <= 1_900_000_000.9996
+
+
+def test_expired_entries_leave_the_cache_without_being_asked_for_again() -> None:
+    """README, jwt.cache_size: each entry is dropped at its exp, not only when its token comes back or the cache
+    is full (found by bench.soak: the gateway's RSS grew with every token verified once and never again)."""
+    now = [1_000_000.0]
+    tokens = TokenService(jwt_config(access_ttl=8, refresh_ttl=20), clock=lambda: now[0])  # swept every 2 s
+    for user_id in range(1, 51):
+        tokens.verify(tokens.issue(user_id, refresh=False, sid="s"))
+    now[0] += 9  # all 50 expired, none looked up again
+    tokens.verify(tokens.issue(99, refresh=False, sid="s"))
+    assert tokens.cache_size == 1
