@@ -184,7 +184,7 @@ async def _key_value_stores(config: Config, embedded: EmbeddedStores | None) -> 
         await revocations.wait_until_fresh(timeout=5)
         yield _KeyValueStores(RedisKV(primary), RedisCodeStore(primary, replica, failures),
                               RateLimits(limiter, config.limits),
-                              RedisFailures(primary, failures if replica is not None else None), revocations)
+                              RedisFailures(primary, failures, replica), revocations)
     finally:
         await limiter.close()
         revocations.stop()

@@ -15,7 +15,10 @@ from .errors import BadRequest
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _HEX = frozenset(string.hexdigits)
 # Encoded characters that would change how the path splits into segments.
-_FORBIDDEN_ENCODED = {"2F": "an encoded slash", "5C": "an encoded backslash", "00": "an encoded NUL"}
+# So would an encoded ";" at a server that decodes before it cuts path parameters (Spring's firewall refuses
+# it, for that reason).
+_FORBIDDEN_ENCODED = {"2F": "an encoded slash", "5C": "an encoded backslash", "00": "an encoded NUL",
+                      "3B": "an encoded path parameter (%3B)"}
 
 
 # A path already in normal form: segments of plain characters, none empty, "." or "..", no escapes.

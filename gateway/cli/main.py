@@ -135,7 +135,10 @@ def _raise_descriptor_limit(max_connections: int, log: logging.Logger) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):  # over the kernel's fs.nr_open, say, with no hard limit
+            wanted = soft
         if wanted < needed:
             log.warning("server.max_connections %d needs about %d open files; the limit is %d (raise it: "
                         "ulimit -n, or LimitNOFILE= in a systemd unit)", max_connections, needed, wanted)

@@ -477,22 +477,31 @@ class HttpProtocol(asyncio.Protocol):
         """Wait for the next request head. One timer per connection, moved on lazily when it fires (a
         timer per request costs more than the rest of a request's bookkeeping)."""
         self._waiting_since = now = self._loop.time()
-        if self._timer is None:
+        if self._head_since is not None:  # the next head began to arrive while this request was served
+            self._rearm()
+        elif self._timer is None:
             wait = self._header_timeout if self._started == 0 else self._keepalive_timeout
             self._timer = self._loop.call_at(now + wait, self._check_idle)
 
     def _deadline(self) -> float | None:
-        """When waiting for the next request head ends; None while a request is being handled."""
+        """When waiting for the next request head ends; None while a request is being handled. A new
+        connection's first head is due `header_timeout` after the accept, a later head that long after its
+        first byte (or after the answer before it, for one that began while that was being served)."""
         since = self._waiting_since
         if since is None:
             return None
+        if self._started == 0:
+            return since + self._header_timeout
         if self._head_since is not None:
             return max(since, self._head_since) + self._header_timeout
-        return since + (self._header_timeout if self._started == 0 else self._keepalive_timeout)
+        return since + self._keepalive_timeout
 
     def _head_arriving(self) -> None:
         """A head came in part (rare: most arrive in one read): its deadline may be before the timer's."""
         self._head_since = self._loop.time()
+        self._rearm()
+
+    def _rearm(self) -> None:
         deadline = self._deadline()
         if deadline is not None and (self._timer is None or self._timer.when() > deadline):
             self._cancel_timer()

@@ -219,12 +219,14 @@ class _Body:
         self._limit = limit
         self.length = body.length
         self.exists = body.exists
-        self.started = False  # a byte of a streamed body has been read from the client
+        self.started = False  # a byte of a streamed body that is no longer held here has been sent
         self.too_large = False
         # The whole body, when it has none or a small one that read_small() read: it goes with the head
         # and again on a retry. None: it is streamed.
         self.whole: bytes | None = None if self.exists else b""
-        self._first: bytes | None = None  # of a streamed body: its first piece, read before the head is sent
+        # Of a streamed body: its first piece, read before the head is sent and held until the second is read,
+        # so that a request that meets a stale pooled connection can still be sent again whole.
+        self._first: bytes | None = None
         if self.length is not None:
             self.framing = b"Content-Length: %d\r\n" % self.length
         else:
@@ -250,16 +252,18 @@ class _Body:
     async def stream_to(self, conn: Connection, send_timeout: float) -> None:
         chunked = self.length is None
         seen = 0
-        first, self._first = self._first, None
-        while chunk := first if first is not None else await self._body.read():
-            first = None
+        chunk = self._first if self._first is not None else await self._body.read()
+        while chunk:
             seen += len(chunk)
             if self._limit is not None and seen > self._limit:
                 self.too_large = True
                 raise _BodyTooLarge()
-            self.started = True
+            if chunk is not self._first:  # past what is held: this attempt is the only one now
+                self._first = None
+                self.started = True
             conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
             await conn.drain(send_timeout)
+            chunk = await self._body.read()
         if chunked:
             conn.write(b"0\r\n\r\n")
 

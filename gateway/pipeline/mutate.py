@@ -19,9 +19,12 @@ HOP_BY_HOP = frozenset({
 # Set by the gateway (below, or the framing by the forward stage), so a client's copies never pass.
 _OWN = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
                   "content-length"})
-# Other ways of naming the client that an upstream may believe (RFC 7239's Forwarded, nginx's X-Real-IP): the
-# gateway says who the client is in X-Forwarded-For alone, so a client's own copies never pass.
-_CLIENT_NAMING = frozenset({"forwarded", "x-real-ip"})
+# Other ways of naming the client, or how it came, that an upstream may believe (RFC 7239's Forwarded, nginx's
+# X-Real-IP, CDNs' and load balancers' own): the gateway says who the client is in X-Forwarded-For and how it
+# came in X-Forwarded-Proto alone, so a client's own copies never pass.
+_CLIENT_NAMING = frozenset({"forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip",
+                            "fastly-client-ip", "x-cluster-client-ip", "x-forwarded-port", "x-forwarded-ssl",
+                            "x-forwarded-scheme", "x-url-scheme", "front-end-https"})
 IDENTITY = frozenset({"x-user-id"})
 # Fields some frameworks let override the path or the method the request line names (IIS, Symfony and Zend
 # read X-Original-URL and X-Rewrite-URL, Spring and ASP.NET X-Forwarded-Prefix, many the method overrides):

@@ -101,6 +101,33 @@ class WorkerTable:
         self._map.close()
 
 
+class ConnectionLimit:
+    """`server.max_connections`: the client connections this process holds, counted across its generations
+    (a reload's old generation drains while the new one accepts). A listener that finds the limit reached
+    stops accepting and waits here to be told when a connection closes."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most  # a reload may change it
+        self.held = 0
+        self._waiting: set[Listener] = set()
+
+    def full(self, listener: Listener) -> bool:
+        if self.held < self.most:
+            return False
+        self._waiting.add(listener)
+        return True
+
+    def taken(self) -> None:
+        self.held += 1
+
+    def released(self) -> None:
+        self.held -= 1
+        if self._waiting and self.held < self.most:
+            waiting, self._waiting = self._waiting, set()
+            for listener in waiting:
+                listener.start()
+
+
 class Listener:
     """Accepts connections for one generation: from the process's own socket, or, with `table`, from the
     socket the workers share, as the table allows.
@@ -113,13 +140,13 @@ class Listener:
     looking again on a timer instead, libuv's timers being whole milliseconds, cost about a third of the
     requests of clients that open a connection per request, in a measurement on two workers.)
 
-    At `max_connections` held (`server.max_connections`) it stops accepting, as HAProxy's maxconn does:
-    new connections wait in the kernel's accept queue until one closes (`released`), rather than being
-    taken and dropped."""
+    At `limit` (`server.max_connections`, for the whole process) it stops accepting, as HAProxy's maxconn
+    does: new connections wait in the kernel's accept queue until one closes, rather than being taken and
+    dropped."""
 
     def __init__(self, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol], *,
                  table: WorkerTable | None = None, tls: ssl.SSLContext | None = None,
-                 handshake_timeout: float = 60.0, max_connections: int = 10000) -> None:
+                 handshake_timeout: float = 60.0, limit: ConnectionLimit | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._sock = sock.dup()  # a generation's own: closing it leaves the shared socket open
         self._sock.setblocking(False)
@@ -130,15 +157,14 @@ class Listener:
         self._left_since = 0.0  # when this worker began to leave a waiting connection to another
         self._left_last = 0.0  # when it last did
         self._retry: asyncio.TimerHandle | None = None
-        self._max = max_connections
-        self.held = 0  # connections taken and not yet closed
+        self._limit = limit or ConnectionLimit(10000)
         self._watching = False
         self._full_logged = -FULL_LOG_EVERY
         self._closed = False
         self._setting_up: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
 
     def start(self) -> None:
-        if not self._watching and not self._closed:
+        if not self._watching and not self._closed and self._retry is None:
             self._watching = True
             self._loop.add_reader(self._sock.fileno(), self._accept)
 
@@ -158,19 +184,17 @@ class Listener:
 
     def released(self) -> None:
         """A connection taken here has closed."""
-        self.held -= 1
-        if self.held < self._max and self._retry is None:
-            self.start()
+        self._limit.released()
 
     def _full(self) -> bool:
-        if self.held < self._max:
+        if not self._limit.full(self):
             return False
         self._stop_watching()
         now = self._loop.time()
         if now - self._full_logged >= FULL_LOG_EVERY:
             self._full_logged = now
             log.warning("%d client connections held (server.max_connections): new ones wait to be accepted",
-                        self.held)
+                        self._limit.held)
         return True
 
     async def settled(self) -> None:
@@ -181,7 +205,7 @@ class Listener:
 
     def _resume(self) -> None:
         self._retry = None
-        if self.held < self._max:
+        if not self._full():
             self.start()
 
     def _leave_to_another(self) -> bool:
@@ -208,7 +232,7 @@ class Listener:
                 self._retry = self._loop.call_later(RETRY, self._resume)
                 return
             self._left_last = 0.0
-            self.held += 1
+            self._limit.taken()
             if self._table is not None:
                 self._table.opened()
             conn.setblocking(False)

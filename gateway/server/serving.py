@@ -25,7 +25,7 @@ from ..app import EmbeddedStores, Gateway, open_gateway
 from ..config import Config, ConfigError, load_config
 from ..http.protocol import Connections, HttpProtocol
 from ..metrics import Metrics
-from .listener import BEAT, Listener, WorkerTable
+from .listener import BEAT, ConnectionLimit, Listener, WorkerTable
 
 log = logging.getLogger("gateway.server")
 
@@ -48,8 +48,10 @@ class Generation:
     """One configuration, serving."""
 
     def __init__(self, config: Config, table: WorkerTable | None = None, embedded: EmbeddedStores | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, limit: ConnectionLimit | None = None) -> None:
+        """`limit`: the process's connection count, shared with the generation before (a new one otherwise)."""
         self.config = config
+        self._limit = limit or ConnectionLimit(config.server.max_connections)
         self._table = table  # one of several workers: connections are taken as the table allows
         self._embedded = embedded  # the process's memory:// state, which outlives a generation
         self._metrics = metrics  # the process's, likewise
@@ -62,8 +64,7 @@ class Generation:
         """A client connection has closed: the worker table's count and the listener's go down."""
         if self._table is not None:
             self._table.closed()
-        if self._listener is not None:
-            self._listener.released()
+        self._limit.released()
 
     async def start(self, sock: socket.socket) -> None:
         # the gateway's start-up: stores, pools, the revocation list
@@ -81,8 +82,9 @@ class Generation:
                                 client_timeout=server.client_timeout,
                                 observe=gateway.observe)
 
+        self._limit.most = server.max_connections  # this configuration's, from now on
         self._listener = Listener(sock, protocol, table=self._table, tls=context,
-                                  handshake_timeout=server.client_timeout, max_connections=server.max_connections)
+                                  handshake_timeout=server.client_timeout, limit=self._limit)
         self._listener.start()
 
     async def stop(self) -> None:
@@ -108,6 +110,7 @@ class Server:
         self.worker = worker
         self._table = table
         self._embedded = EmbeddedStores(config.jwt.refresh_ttl)
+        self._limit = ConnectionLimit(config.server.max_connections)  # counted across reloads
         # counted only where someone can read them: this process's admin listener, or the supervisor's
         self.metrics = Metrics(enabled=config.admin is not None or metrics_dir is not None)
         self._snapshots = SnapshotWriter(metrics_dir, self.metrics) if metrics_dir is not None else None
@@ -138,7 +141,7 @@ class Server:
             self.admin = AdminServer(admin, self.metrics.snapshot, self._readiness)
             await self.admin.start()
             log.info("admin listener on http://%s:%d", admin.host, self.admin.port)
-        current = Generation(self.config, self._table, self._embedded, self.metrics)
+        current = Generation(self.config, self._table, self._embedded, self.metrics, self._limit)
         await current.start(sock)
         self._serving(current)
         snapshots = asyncio.create_task(self._snapshots.run()) if self._snapshots is not None else None
@@ -177,7 +180,7 @@ class Server:
             if not self.worker:
                 for warning in config.warnings:
                     log.warning("%s", warning)
-            fresh = Generation(config, self._table, self._embedded, self.metrics)
+            fresh = Generation(config, self._table, self._embedded, self.metrics, self._limit)
             try:
                 await fresh.start(sock)
             except ConfigError as exc:  # a file read at start (a certificate) changed since it was checked

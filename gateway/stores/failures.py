@@ -6,10 +6,10 @@ Redis the failures are a sorted set of timestamps at
 `gw:login-failures:{app:code:<subject>}`, shared by every instance; the SMS-code check
 reads and counts it in the same script that checks the code (codes.py), so
 that concurrent guesses cannot all pass the check before any is counted.
-When the primary cannot be reached, a login fails closed (503) unless a
-replica is configured: logins then go on (codes are read from the replica)
-and this instance counts failures by itself meanwhile, as the code check
-does.
+When the primary cannot be reached, a login fails closed (503) unless the
+replica (`redis.replica_url`) answers: logins then go on (codes are read
+from the replica) and this instance counts failures by itself meanwhile, as
+the code check does.
 """
 from __future__ import annotations
 
@@ -109,17 +109,24 @@ class MemoryFailures:
 
 
 class RedisFailures:
-    def __init__(self, primary: AnyRedis, local: MemoryFailures | None) -> None:
+    def __init__(self, primary: AnyRedis, local: MemoryFailures, replica: AnyRedis | None) -> None:
         self._exhausted = primary.register_script(EXHAUSTED)
         self._record = primary.register_script(RECORD)
-        self.local = local  # while only the replica answers; None (no replica): StoreUnavailable
+        self.local = local  # while only the replica answers
+        self._replica = replica
 
-    def _counting_here(self, exc: Exception) -> MemoryFailures:
-        if self.local is None:
-            log.error("redis unavailable, refusing logins: %s", exc)
-            raise StoreUnavailable() from None
-        log.error("redis primary unavailable, counting failed logins per instance: %s", exc)
-        return self.local
+    async def _counting_here(self, exc: Exception) -> MemoryFailures:
+        """The local count while the replica answers (logins go on, as the code check's do); else 503."""
+        if self._replica is not None:
+            try:
+                await self._replica.ping()
+            except _DOWN:
+                pass
+            else:
+                log.error("redis primary unavailable, counting failed logins per instance: %s", exc)
+                return self.local
+        log.error("redis unavailable, refusing logins: %s", exc)
+        raise StoreUnavailable() from None
 
     async def exhausted(self, subject: str, window: Window) -> float | None:
         now_ms = int(time.time() * 1000)
@@ -127,7 +134,7 @@ class RedisFailures:
             answer = await self._exhausted(keys=[failures_key(subject)],
                                             args=[now_ms, int(window.seconds * 1000), window.limit])
         except _DOWN as exc:
-            return self._counting_here(exc).exhausted_now(subject, window)
+            return (await self._counting_here(exc)).exhausted_now(subject, window)
         return wait_of(int(answer))
 
     async def record(self, subject: str, window: Window) -> None:
@@ -135,4 +142,4 @@ class RedisFailures:
         try:
             await self._record(keys=[failures_key(subject)], args=[now_ms, int(window.seconds * 1000), member(now_ms)])
         except _DOWN as exc:
-            self._counting_here(exc).record_now(subject, window)
+            (await self._counting_here(exc)).record_now(subject, window)

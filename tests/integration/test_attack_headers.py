@@ -206,6 +206,13 @@ def last_hop(fields: Fields) -> bytes:
     pytest.param([b"Forwarded: for=6.6.6.6;proto=https"], lambda h: values(h, b"Forwarded") == [],
                  id="Forwarded-RFC7239-4-client-naming-itself"),
     pytest.param([b"X-Real-IP: 6.6.6.6"], lambda h: values(h, b"X-Real-IP") == [], id="X-Real-IP-nginx-realip"),
+    pytest.param([b"True-Client-IP: 6.6.6.6", b"CF-Connecting-IP: 6.6.6.6", b"X-Client-IP: 6.6.6.6"],
+                 lambda h: not any(values(h, n) for n in (b"True-Client-IP", b"CF-Connecting-IP", b"X-Client-IP")),
+                 id="CDN-client-ip-fields-OWASP-WSTG-INPV-17"),
+    pytest.param([b"X-Forwarded-Port: 443", b"X-Forwarded-Ssl: on", b"X-Forwarded-Scheme: https"],
+                 lambda h: not any(values(h, n) for n in (b"X-Forwarded-Port", b"X-Forwarded-Ssl",
+                                                          b"X-Forwarded-Scheme")),
+                 id="scheme-and-port-fields-RFC7239-5.4"),
     pytest.param([b"Host_: evil.example"], lambda h: values(h, b"Host") == values(h, b"Host")[:1] and
                  b"evil.example" not in b"".join(values(h, b"Host")), id="Host_-underscore-RFC9112-3.2"),
 ])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,6 +110,49 @@ async def test_a_kept_alive_connection_waits_for_keepalive_timeout_not_header_ti
     no_error_lines(gateway)
 
 
+async def trickle(conn: Conn, data: bytes, every: float) -> None:
+    for i in range(len(data)):
+        if conn.writer.is_closing():
+            return
+        conn.send(data[i:i + 1])
+        await asyncio.sleep(every)
+
+
+async def timed_408(conn: Conn, started: float) -> float:
+    status, _, body = await asyncio.wait_for(conn.answer(), 20)
+    assert status == 408 and json.loads(body) == {"message": "Request header timed out."}
+    return time.monotonic() - started
+
+
+async def test_a_new_connections_first_head_is_due_header_timeout_after_the_accept(make_gateway: Any) -> None:
+    """Not after its first byte: a client that waits before it starts to drip gains nothing."""
+    raw = config_dict("http://127.0.0.1:9")
+    raw["server"].update(header_timeout="2s", keepalive_timeout="30s")
+    client = await make_gateway(parse_config(raw, env={}))
+    conn = await Conn.open(client)
+    started = time.monotonic()
+    await asyncio.sleep(1.5)
+    drip = asyncio.create_task(trickle(conn, HEAD, 0.2))
+    took = await timed_408(conn, started)
+    drip.cancel()
+    assert 1.9 <= took < 3.0, took  # 2 s after the accept; counting from the first byte would be 3.5 s
+
+
+async def test_a_head_that_begins_while_a_request_is_served_is_due_header_timeout_after_it(
+        make_gateway: Any) -> None:
+    """A second head sent in part behind a slow pipelined request (the header timer runs out while that one
+    is served) is due header_timeout after the first answer, not keepalive_timeout."""
+    client = await make_gateway(server={"header_timeout": "1s", "keepalive_timeout": "30s"})
+    conn = await Conn.open(client)
+    started = time.monotonic()
+    conn.send(b"GET /_stub/slow?seconds=1.5 HTTP/1.1\r\nHost: gw\r\n\r\nGET /v1_0/chan")
+    assert (await conn.answer())[0] == 200
+    drip = asyncio.create_task(trickle(conn, b"nels HTTP/1.1\r\nHost: gw\r\nX-Slow: " + b"a" * 60, 0.2))
+    took = await timed_408(conn, started)
+    drip.cancel()
+    assert took < 5.0, took  # about 2.5 s; it was keepalive_timeout (30 s) after the first answer before
+
+
 async def test_past_max_connections_new_connections_wait_to_be_accepted(stub: str, tmp_path: Path) -> None:
     """HAProxy's maxconn: at the limit the gateway stops accepting; a new connection waits in the accept
     queue and is served as soon as a held one closes."""
@@ -131,6 +176,34 @@ async def test_past_max_connections_new_connections_wait_to_be_accepted(stub: st
         assert gateway.stop() == 0
     warnings = [r["message"] for r in gateway.records() if r["level"] == "WARNING"]
     assert any("server.max_connections" in message for message in warnings), warnings
+    no_error_lines(gateway)
+
+
+async def test_the_connection_limit_holds_across_a_reload(stub: str, tmp_path: Path) -> None:
+    """server.max_connections is the process's: connections the old configuration still serves after a
+    SIGHUP count against the new one's listener too."""
+    gateway = Running(tmp_path, gateway_raw(stub, tmp_path, max_connections=3, header_timeout="30s"))
+    try:
+        held = [await Conn.open(Address(gateway.port)) for _ in range(3)]
+        for conn in held:
+            conn.send(b"GET /_stub/slow?seconds=4 HTTP/1.1\r\nHost: gw\r\n\r\n")
+        await asyncio.sleep(0.5)
+        gateway.signal(signal.SIGHUP)
+        for _ in range(100):  # until the new configuration serves
+            if any("reloaded" in r["message"] for r in gateway.records()):
+                break
+            await asyncio.sleep(0.05)
+        waiting = await Conn.open(Address(gateway.port))
+        waiting.send(b"GET /v1_0/channels HTTP/1.1\r\nHost: gw\r\n\r\n")
+        answer = asyncio.create_task(waiting.answer())
+        done, _ = await asyncio.wait({answer}, timeout=1.5)
+        assert not done  # three connections are still held, by the old configuration
+        assert [(await conn.answer())[0] for conn in held] == [200, 200, 200]
+        assert (await answer)[0] == 200  # served once they closed
+        for conn in [*held, waiting]:
+            conn.close()
+    finally:
+        assert gateway.stop() == 0
     no_error_lines(gateway)
 
 

@@ -115,6 +115,9 @@ async def test_login_reads_the_code_from_the_replica_when_the_primary_refuses(
     right = await client.post("/v1_0/authorizations", json={"mobile": MOBILE, "password": "correct horse battery"})
     assert right.status == 201
     assert any("primary unavailable" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    replica.stop()  # Redis gone entirely: the password login fails closed too
+    resp = await client.post("/v1_0/authorizations", json={"mobile": MOBILE, "password": "correct horse battery"})
+    assert await answer(resp) == (503, UNAVAILABLE)
 
 
 # -- Redis primary stopped: Sentinel fails over ----------------------------------------------------------------

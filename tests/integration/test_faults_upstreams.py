@@ -21,7 +21,8 @@ import aiohttp
 import pytest
 
 from gateway.config import parse_config
-from tests.factories import config_dict
+from gateway.pipeline.forward import SMALL_BODY
+from tests.factories import Conn, config_dict
 from tests.processes import Running, gateway_raw
 from tests.servers import HungUpstream, KeepAliveRequests, RawUpstream, Stub, StubProcess, child_pids, established
 
@@ -190,6 +191,61 @@ async def test_a_target_that_closes_its_connections_after_three_requests(
         assert all(lines[r.split(b"\r\n", 1)[0]] == 2 for r in upstream.unanswered)  # and went again, once
     no_errors_logged(caplog)
 
+
+
+@pytest.mark.parametrize("method, status", [
+    pytest.param("PUT", 200, id="PUT-idempotent-sent-again-whole-RFC9110-9.2.2"),
+    pytest.param("POST", 502, id="POST-may-have-been-acted-on-RFC9110-9.2.2"),
+])
+async def test_a_streamed_upload_that_meets_a_stale_connection_with_its_first_piece_sent(
+        make_gateway: Any, method: str, status: int, caplog: pytest.LogCaptureFixture) -> None:
+    """The upstream closes a kept-alive connection as a streamed upload's head and first piece reach it (the
+    keep-alive race). The gateway holds that first piece until it reads the next, so a method that may be
+    retried is sent again whole on a new connection, and the client never sees the race."""
+    heads: list[bytes] = []
+    answered_on: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                heads.append(head)
+                if served == 1:
+                    return  # the second request on a connection: closed under it, unanswered
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]) \
+                    if b"content-length:" in head.lower() else 0
+                body = await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (len(str(len(body))), len(body)))
+                await writer.drain()
+                served += 1
+                answered_on.append(len(body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    upstreams = {"news": {"targets": [url], "timeouts": {"connect": "1s", "read": "5s"}}}
+    client = await make_public_gateway(make_gateway, upstreams, PUBLIC)
+    try:
+        assert (await client.get("/warm")).status == 200  # leaves one kept-alive connection in the pool
+        size = SMALL_BODY + 40_000
+        conn = await Conn.open(client)
+        conn.send(b"%s /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % (method.encode(), size)
+                  + b"a" * 1000)
+        await asyncio.sleep(0.5)  # the head and the first piece have gone out on the pooled connection
+        conn.send(b"a" * (size - 1000))
+        got, _, body = await conn.answer()
+        conn.close()
+    finally:
+        server.close()
+    assert got == status
+    assert len(heads) == (3 if status == 200 else 2)  # the warm-up, the stale attempt, and the one sent again
+    if status == 200:
+        assert body == str(size).encode() and answered_on[-1] == size  # whole, first piece included
+    no_errors_logged(caplog)
 
 
 @pytest.mark.parametrize("method, route, status, reached_other", [

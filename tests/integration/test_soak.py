@@ -1,6 +1,6 @@
 """bench.soak: a one-minute soak (30 s on each store kind) passes every check, and its figures say so; each
-check fails when its figure is wrong; the 10-minute soak (marked `long`); and the defect the soak found in
-the Redis pool, proven through the gateway."""
+check fails when its figure is wrong; the 10-minute soak (marked `long`). (The Redis-pool defect the soak
+found is proven in test_faults_stores.py, the token cache's in tests/unit/test_tokens.py.)"""
 from __future__ import annotations
 
 import json
