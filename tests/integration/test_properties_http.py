@@ -107,4 +107,5 @@ def test_sms_codes_never_answer_500(gateway: Running, mobile: str) -> None:
     status, answer = exchange(gateway.port, b"GET %s HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
                               % target.encode())
     result: Any = json.loads(answer)
-    assert status in (200, 400, 404, 405, 429) and ("message" in result or "mobile" in result)
+    # 401: a mobile of "." or ".." normalizes the path out of the endpoint, onto the required route "/"
+    assert status in (200, 400, 401, 404, 405, 429) and ("message" in result or "mobile" in result)
