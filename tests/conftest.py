@@ -188,3 +188,12 @@ def login(gateway: TestClient, sms_codes: Callable[[str], str]) -> Callable[...,
         return dict(await resp.json())
 
     return do
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Everything the gateway logs, DEBUG up; at the end, no ERROR line and no traceback (what no client may
+    cause). The attack-matrix modules use it for every test."""
+    caplog.set_level(logging.DEBUG, logger="gateway")
+    yield caplog
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
