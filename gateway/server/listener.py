@@ -145,8 +145,8 @@ class Listener:
     dropped."""
 
     def __init__(self, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol], *,
-                 table: WorkerTable | None = None, tls: ssl.SSLContext | None = None,
-                 handshake_timeout: float = 60.0, limit: ConnectionLimit | None = None) -> None:
+                 limit: ConnectionLimit, table: WorkerTable | None = None, tls: ssl.SSLContext | None = None,
+                 handshake_timeout: float = 60.0) -> None:
         self._loop = asyncio.get_running_loop()
         self._sock = sock.dup()  # a generation's own: closing it leaves the shared socket open
         self._sock.setblocking(False)
@@ -157,7 +157,7 @@ class Listener:
         self._left_since = 0.0  # when this worker began to leave a waiting connection to another
         self._left_last = 0.0  # when it last did
         self._retry: asyncio.TimerHandle | None = None
-        self._limit = limit or ConnectionLimit(10000)
+        self._limit = limit
         self._watching = False
         self._full_logged = -FULL_LOG_EVERY
         self._closed = False
@@ -181,10 +181,6 @@ class Listener:
             self._stop_watching()
             self._closed = True
             self._sock.close()
-
-    def released(self) -> None:
-        """A connection taken here has closed."""
-        self._limit.released()
 
     def _full(self) -> bool:
         if not self._limit.full(self):
@@ -249,5 +245,5 @@ class Listener:
             log.info("a connection closed before it was set up: %s", exc)
             if self._table is not None:
                 self._table.closed()  # the protocol never saw it: the counts go back down here
-            self.released()
+            self._limit.released()
             conn.close()
