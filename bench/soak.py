@@ -17,7 +17,12 @@ refreshes (rotating refresh tokens), logouts, the old access token after a
 logout (401), proxied calls on a public, an optional and a required route
 (whose answer must name the token's user), and anonymous calls (401). The
 load comes from devices taking turns, each with at most one session: 128 in
-the burst, rate x gap in the open loop (each acts once a gap). A device
+the burst; in the open loop a second's worth of requests at first, then new
+devices join at an even pace over half the horizon until there are rate x gap
+(each then acts once a gap): every new device's first acts are a code and a
+first login, and a crowd of thousands of first logins at once is no load a
+population of users sends (its queue on the SQLite writer outlasted the
+tokens of the devices behind it). A device
 refreshes its access token every K acts (K from the open loop's timing, so
 the burst has the same share of refreshes), or sooner when its age asks for
 it. A device asks for a code for the mobile whose last code is oldest, if
@@ -44,7 +49,7 @@ Checks, each named in the report and the JSON summary (--json FILE):
 - gateway_counted_every_answer: /metrics' gateway_requests_total grew by
   exactly the number of answers the client got;
 - rss_growth: the gateway's RSS at the end is under 10% above its first
-  sample after warm-up (the horizon);
+  sample after warm-up (the ramp and a horizon);
 - fds_flat: with the client's connections closed, the gateway's descriptors
   that belong to no pool (files, pipes, epoll, listeners) are within 2 of the
   count at the start (a SQLite journal or a resolver's socket may be open at
@@ -115,12 +120,14 @@ class Timing:
     sms_window: int
     grace: float
     status_ttl: float
+    ramp: float  # the open loop's devices join over this time
+    warm_up: float  # the ramp and a horizon: the last device to join has made all the state it holds at once
 
     @classmethod
     def for_run(cls, open_seconds: float) -> Timing:
         horizon = float(min(120, max(8, int(open_seconds / 4))))
         return cls(horizon, horizon / 20, int(horizon / 2), int(horizon), max(4, int(horizon / 2)),
-                   int(horizon / 2), min(10.0, horizon / 4), horizon / 2)
+                   int(horizon / 2), min(10.0, horizon / 4), horizon / 2, horizon / 2, 1.5 * horizon)
 
     @property
     def refresh_due(self) -> float:
@@ -258,19 +265,27 @@ class Mix:
         self.tally = tally
         self.mobiles = Mobiles(timing.sms_window)
         self.most_devices = 0
+        self._count = 0  # devices, idle or waiting for an answer
         self._idle: collections.deque[Device] = collections.deque()  # in the order their last answers came
         self._random = random.Random(7)
 
+    @property
+    def device_count(self) -> int:
+        return self._count
+
     def devices(self, count: int) -> None:
-        """`count` devices from now on (called while none waits for an answer): new ones join, or some leave
-        (their mobiles freed, their sessions left to expire, as an app that is uninstalled)."""
-        while len(self._idle) < count:
+        """`count` devices from now on. New ones join at once; when there are too many, idle ones leave
+        (their mobiles freed, their sessions left to expire, as an app that is uninstalled) until there are
+        `count`, or none is idle: those waiting for an answer stay."""
+        while self._count < count:
             self._idle.append(Device())
-        while len(self._idle) > count:
+            self._count += 1
+        while self._count > count and self._idle:
             gone = self._idle.pop()
+            self._count -= 1
             if gone.mobile is not None:
                 self.mobiles.give_back(gone.mobile, gone.sms_answered)
-        self.most_devices = max(self.most_devices, count)
+        self.most_devices = max(self.most_devices, self._count)
 
     def pick(self) -> Device | None:
         """The device whose last answer came first; None when every device waits for an answer."""
@@ -439,15 +454,29 @@ async def closed_loop(mix: Mix, seconds: float, concurrency: int) -> float:
     return (mix.tally.answered - answered) / (time.monotonic() - at)
 
 
-async def open_loop(mix: Mix, rate: float, seconds: float) -> tuple[float, float]:
-    """Starts a request every 1/rate seconds, whatever the answers, for `seconds`; waits for the last
-    answers. The rate achieved (requests started per second), and how late the latest start was (s)."""
+def joined(devices: int, first: int, ramp: float, at: float) -> int:
+    """The devices in the open loop `at` seconds into it: `first` at the start, then new ones joining at an
+    even pace until there are `devices` at `ramp` seconds. Each new device asks for a code and logs in
+    first, and a first login registers its user: devices joining all at once would be a crowd of first
+    logins no population of users sends, and the queue behind it would outlast their tokens."""
+    if at >= ramp or first >= devices:
+        return devices
+    return first + int((devices - first) * at / ramp)
+
+
+async def open_loop(mix: Mix, rate: float, seconds: float, devices: int, ramp: float) -> tuple[float, float]:
+    """Starts a request every 1/rate seconds, whatever the answers, for `seconds`, while the devices grow to
+    `devices` over `ramp` seconds (from a second's worth of requests, so that one device's answer need not
+    come before its next turn); waits for the last answers. The rate achieved (requests started per second),
+    and how late the latest start was (s)."""
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
     start = loop.time()
     scheduled = 0
     late = 0.0
+    first = min(devices, max(mix.device_count, math.ceil(rate)))
     while (now := loop.time()) < start + seconds:
+        mix.devices(joined(devices, first, ramp, now - start))
         due = int((now - start) * rate) + 1 - scheduled
         late = max(late, now - start - scheduled / rate)
         for _ in range(due):
@@ -660,9 +689,10 @@ async def drive(procs: Processes, log: GatewayLog, result: KindResult, seconds: 
         sampling = asyncio.create_task(sampler.run(stop))
         async with load_session(procs.port) as session:
             mix.session = session
-            mix.devices(max(BURST_CONCURRENCY, round(result.target_rps * t.gap)))
             result.tally.latencies.clear()  # the open loop's, not the burst's
-            result.achieved_rps, result.late = await open_loop(mix, result.target_rps, result.open_seconds)
+            result.achieved_rps, result.late = await open_loop(
+                mix, result.target_rps, result.open_seconds, max(BURST_CONCURRENCY, round(result.target_rps * t.gap)),
+                ramp=t.ramp)
             stop.set()
             await sampling
         result.fds_end = await quiet_descriptors(procs)
@@ -691,7 +721,7 @@ def judge(r: KindResult) -> list[Check]:
         Check("gateway_counted_every_answer", r.counted_by_gateway == tally.answered,
               f"/metrics counted {r.counted_by_gateway:.0f}, the client got {tally.answered}"),
     ]
-    steady = [s for s in r.samples if s.at >= t.horizon] or r.samples[-1:]
+    steady = [s for s in r.samples if s.at >= t.warm_up] or r.samples[-1:]
     base, end = steady[0].rss, r.samples[-1].rss
     growth = (end - base) / base
     checks.append(Check("rss_growth", growth < RSS_GROWTH,
@@ -718,9 +748,11 @@ def _fds_check(r: KindResult) -> Check:
 
 def key_bound(r: KindResult) -> int:
     """The keys the mix can hold in Redis at once. Per mobile: a code, its attempt count and its SMS window.
-    Per open-loop device, which acts once a gap: the refresh tokens it spent (gw:spent, kept until the
-    token's exp, at most refresh_ttl) and their successors (gw:successor, kept for the grace). Each refresh
-    of the burst, whose spent token may still be kept, and its successor. And gw:revocations."""
+    The refresh tokens spent (gw:spent, kept until the token's exp, at most refresh_ttl) and their successors
+    (gw:successor, kept for the grace): the open loop starts rate = devices / gap requests a second, so at
+    most that many refreshes, as if each device at the most refreshed once a gap (while devices are still
+    joining, fewer act more often; the sum is the same). Each refresh of the burst, whose spent token may
+    still be kept, and its successor. And gw:revocations."""
     t = r.timing
     per_device = math.ceil(t.refresh_ttl / t.gap) + 1 + math.ceil(t.grace / t.gap) + 1
     return 3 * r.users + per_device * r.devices + 2 * r.burst_refreshes + 1
@@ -824,7 +856,7 @@ def summary(r: KindResult) -> dict[str, Any]:
 def print_report(r: KindResult, data: dict[str, Any]) -> None:
     print(f"\n== {r.kind}: {data['open_seconds']:.0f} s open loop at {r.target_rps:.0f} req/s "
           f"(capacity {r.capacity_rps:.0f} req/s, achieved {r.achieved_rps:.0f}), {r.users} mobiles, {r.devices} devices, "
-          f"horizon {r.timing.horizon:.0f} s")
+          f"horizon {r.timing.horizon:.0f} s, warm-up {r.timing.warm_up:.0f} s")
     print(f"   requests {data['kinds']}")
     print(f"   statuses {data['statuses']}; open-loop latency p50 {data['latency_ms']['p50']} ms, "
           f"p99 {data['latency_ms']['p99']} ms, max {data['latency_ms']['max']} ms; latest start "

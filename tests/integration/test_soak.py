@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
-from bench.soak import GatewayLog, KindResult, Sample, Tally, Timing, judge, key_bound
+from bench.soak import GatewayLog, KindResult, Mix, Sample, Tally, Timing, joined, judge, key_bound
 from tests.servers import require_binary
 
 ROOT = Path(__file__).parents[2]
@@ -35,8 +35,8 @@ def one_minute(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     return run_soak(tmp_path_factory.mktemp("soak"), "--seconds", "30", "--stores", "both", timeout=300)
 
 
-def steady(samples: list[list[float]], horizon: float) -> list[list[float]]:
-    return [s for s in samples if s[0] >= horizon]
+def steady(samples: list[list[float]], warm_up: float) -> list[list[float]]:
+    return [s for s in samples if s[0] >= warm_up]
 
 
 def test_the_one_minute_soak_passes_every_check_on_both_store_kinds(one_minute: Any) -> None:
@@ -67,7 +67,7 @@ def test_every_request_started_got_the_answer_the_mix_expects(one_minute: Any, k
 @pytest.mark.parametrize("kind", KINDS)
 def test_memory_and_descriptors_hold_steady(one_minute: Any, kind: str) -> None:
     data = one_minute[1]["kinds"][kind]
-    rss = steady(data["rss_mib"], data["timing"]["horizon"])
+    rss = steady(data["rss_mib"], data["timing"]["warm_up"])
     assert rss and (rss[-1][1] - rss[0][1]) / rss[0][1] < 0.10, data["rss_mib"]
     start, end = data["fds"]["start"], data["fds"]["end"]
     assert abs(end["other"] - start["other"]) <= 2 and end.get("client", 0) == 0, (start, end)
@@ -82,7 +82,7 @@ def test_redis_keys_stay_under_their_bound_and_stop_growing(one_minute: Any) -> 
     data = one_minute[1]["kinds"]["real"]
     keys = data["keys"]
     assert max(n for _, n in keys["samples"]) <= keys["bound"]
-    counts = [n for _, n in steady(keys["samples"], data["timing"]["horizon"])]
+    counts = [n for _, n in steady(keys["samples"], data["timing"]["warm_up"])]
     half = len(counts) // 2
     assert half >= 3 and max(counts[half:]) <= max(counts[:half]) * 1.1 + 20, keys["samples"]
     assert set(keys["by_prefix"]) <= KEY_PREFIXES, keys["by_prefix"]
@@ -184,3 +184,24 @@ def test_the_log_reader_finds_codes_errors_and_tokens(tmp_path: Path, line: byte
         file.write(line[10:] + b"\n")
     log.poll()  # the rest of the line, once it is whole: read once
     assert (len(log.errors), log.token_lines) == (2 * errors, 2 * tokens)
+
+
+def test_devices_join_the_open_loop_at_an_even_pace_not_as_a_crowd() -> None:
+    # 1,805 req/s for a 590 s open loop (the ten-minute soak's figures): a second's worth of devices at the
+    # start, then about 150 new ones a second (each asks for a code and logs in) until 10,830 at 60 s
+    counts = [joined(10_830, 1_805, 60.0, at / 10) for at in range(0, 900)]
+    assert counts[0] == 1_805 and counts[600] == counts[-1] == 10_830
+    steps = [b - a for a, b in zip(counts, counts[1:])]
+    assert min(steps) >= 0 and max(steps) <= 16  # at most 16 new devices in a tenth of a second
+    assert joined(100, 500, 60.0, 0.0) == 100  # never more than asked for
+
+
+def test_devices_waiting_for_an_answer_stay_when_the_count_shrinks() -> None:
+    mix = Mix(None, Timing.for_run(26), None, Tally())  # type: ignore[arg-type]
+    mix.devices(10)
+    waiting = [mix.pick() for _ in range(4)]
+    mix.devices(2)  # six are idle: they leave, the four waiting stay
+    assert mix.device_count == 4 and mix.pick() is None
+    mix.devices(6)
+    assert mix.device_count == 6 and mix.most_devices == 10
+    assert all(d is not None for d in waiting)
