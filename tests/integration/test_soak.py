@@ -3,6 +3,7 @@ check fails when its figure is wrong; the 10-minute soak (marked `long`). (The R
 found is proven in test_faults_stores.py, the token cache's in tests/unit/test_tokens.py.)"""
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -191,7 +192,7 @@ def test_devices_join_the_open_loop_at_an_even_pace_not_as_a_crowd() -> None:
     # start, then about 150 new ones a second (each asks for a code and logs in) until 10,830 at 60 s
     counts = [joined(10_830, 1_805, 60.0, at / 10) for at in range(0, 900)]
     assert counts[0] == 1_805 and counts[600] == counts[-1] == 10_830
-    steps = [b - a for a, b in zip(counts, counts[1:])]
+    steps = [b - a for a, b in itertools.pairwise(counts)]
     assert min(steps) >= 0 and max(steps) <= 16  # at most 16 new devices in a tenth of a second
     assert joined(100, 500, 60.0, 0.0) == 100  # never more than asked for
 
