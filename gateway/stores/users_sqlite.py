@@ -97,8 +97,10 @@ class SQLiteUserStore(UserLookups):
                 await self._db.executemany(
                     "INSERT OR IGNORE INTO user_basic (user_id, mobile, user_name, last_login, status)"
                     " VALUES (?, ?, ?, ?, 1)", [(user_id, mobile, mobile, now) for user_id, mobile in rows])
-                await self._db.executemany(  # a profile for each row that was inserted, not for those ignored
-                    "INSERT INTO user_profile (user_id) SELECT user_id FROM user_basic WHERE user_id = ?",
+                # a profile for each user of the batch that has none: the rows just inserted (an id whose
+                # mobile was taken was not inserted, and finds no user); an id registered before keeps its own
+                await self._db.executemany(
+                    "INSERT OR IGNORE INTO user_profile (user_id) SELECT user_id FROM user_basic WHERE user_id = ?",
                     [(user_id,) for user_id, _ in rows])
                 await self._db.commit()
             except BaseException:

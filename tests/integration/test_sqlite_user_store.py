@@ -47,6 +47,17 @@ async def test_a_crowd_of_first_logins_each_gets_its_own_user_and_profile(store:
         assert found is not None and found.user_id == u.user_id and found.name == u.mobile and found.enabled
 
 
+async def test_a_user_registered_again_is_the_same_user_with_one_profile(store: SQLiteUserStore,
+                                                                         tmp_path: Path) -> None:
+    # the same id and mobile once more (two gateways seeding one file, an operator's script run twice), alone
+    # and inside a crowd of new registrations
+    first = await store.register(42, mobile(42))
+    again = await store.register(42, mobile(42))
+    crowd = await asyncio.gather(store.register(42, mobile(42)), *(store.register(n, mobile(n)) for n in range(1, 10)))
+    assert first == again == crowd[0] and first.user_id == 42
+    assert counts(tmp_path / "users.db") == (10, 10)
+
+
 async def test_a_registration_that_goes_away_leaves_the_others_registered(store: SQLiteUserStore) -> None:
     # the first one starts the transaction the others join; its caller is cancelled (a client gone)
     first = asyncio.ensure_future(store.register(1, mobile(1)))
