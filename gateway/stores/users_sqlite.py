@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from typing import Sequence
+from typing import Any, Sequence
 
 import aiosqlite
 
@@ -28,7 +28,11 @@ def sqlite_path(url: str) -> str:
     return path or ":memory:"
 
 
-def _retrieve(batch: asyncio.Task[None]) -> None:
+DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, ValueError)  # ValueError: "Connection closed"
+CHUNK = 500  # registrations per INSERT: 2,000 parameters, well under SQLite's 32,766
+
+
+def _retrieve(batch: asyncio.Task[dict[str, User]]) -> None:
     """A transaction's error reaches every registration in it; when every one of them has gone, it is
     retrieved here, so that asyncio does not log it as never retrieved."""
     if not batch.cancelled():
@@ -36,8 +40,8 @@ def _retrieve(batch: asyncio.Task[None]) -> None:
 
 
 def _unavailable_on_error() -> contextlib.AbstractContextManager[None]:
-    """SQLite's errors: a locked, full or unreadable file."""
-    return unavailable_on((sqlite3.Error,), "database")
+    """SQLite's errors (a locked, full or unreadable file), and aiosqlite's for a connection closed at shutdown."""
+    return unavailable_on(DRIVER_ERRORS, "database")
 
 
 class SQLiteUserStore(UserLookups):
@@ -45,7 +49,7 @@ class SQLiteUserStore(UserLookups):
         self._db = db
         self._write = asyncio.Lock()
         self._pending: list[tuple[int, str]] = []  # registrations not yet taken by a transaction
-        self._batch: asyncio.Task[None] | None = None  # the transaction that will take them
+        self._batch: asyncio.Task[dict[str, User]] | None = None  # the transaction that will take them
 
     @classmethod
     async def open(cls, url: str) -> SQLiteUserStore:
@@ -73,40 +77,51 @@ class SQLiteUserStore(UserLookups):
         return user_from_row(next(iter(rows), None))  # type: ignore[arg-type]
 
     async def register(self, user_id: int, mobile: str) -> User:
-        with _unavailable_on_error():
-            await self._registered(user_id, mobile)
-        user = await self.get_by_mobile(mobile)
-        assert user is not None
-        return user
-
-    async def _registered(self, user_id: int, mobile: str) -> None:
-        """Returns once a transaction holding this registration has committed. The waiter that goes away
-        (a client gone) leaves the transaction to finish for the others: it is shielded."""
+        """Returns once a transaction holding this registration has committed: the user who has the mobile,
+        read back by that transaction. The waiter that goes away (a client gone) leaves the transaction to
+        finish for the others: it is shielded."""
         self._pending.append((user_id, mobile))
-        if self._batch is None:
+        if self._batch is None or self._batch.done():  # done: cancelled before it took its rows, which wait here
             self._batch = asyncio.ensure_future(self._insert_pending())
             self._batch.add_done_callback(_retrieve)
-        await asyncio.shield(self._batch)
+        with _unavailable_on_error():
+            users = await asyncio.shield(self._batch)
+        return users[mobile]
 
-    async def _insert_pending(self) -> None:
+    async def _insert_pending(self) -> dict[str, User]:
+        """Inserts the pending registrations, commits, and reads back the users who have their mobiles."""
         async with self._write:
             rows, self._pending, self._batch = self._pending, [], None  # who registers from now on: the next one
             now = utcnow().isoformat(sep=" ")
             try:
-                # a mobile twice (two devices at once): the first row wins, the others are ignored
-                await self._db.executemany(
-                    "INSERT OR IGNORE INTO user_basic (user_id, mobile, user_name, last_login, status)"
-                    " VALUES (?, ?, ?, ?, 1)", [(user_id, mobile, mobile, now) for user_id, mobile in rows])
-                # a profile for each user of the batch that has none: the rows just inserted (an id whose
-                # mobile was taken was not inserted, and finds no user); an id registered before keeps its own
-                await self._db.executemany(
-                    "INSERT OR IGNORE INTO user_profile (user_id) SELECT user_id FROM user_basic WHERE user_id = ?",
-                    [(user_id,) for user_id, _ in rows])
+                # a mobile or an id taken (before, or by a row earlier in the batch): the row is ignored, and
+                # RETURNING names only the rows inserted, each of which gets its empty profile
+                inserted: list[Any] = []
+                for start in range(0, len(rows), CHUNK):
+                    chunk = rows[start:start + CHUNK]
+                    inserted += await self._db.execute_fetchall(
+                        "INSERT OR IGNORE INTO user_basic (user_id, mobile, user_name, last_login, status) VALUES "
+                        + ", ".join(["(?, ?, ?, ?, 1)"] * len(chunk)) + " RETURNING user_id",
+                        [value for user_id, mobile in chunk for value in (user_id, mobile, mobile, now)])
+                if inserted:
+                    await self._db.executemany("INSERT INTO user_profile (user_id) VALUES (?)",
+                                               [(row[0],) for row in inserted])
                 await self._db.commit()
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*DRIVER_ERRORS):
                     await self._db.rollback()
                 raise
+            mobiles = sorted({mobile for _, mobile in rows})
+            users: dict[str, User] = {}
+            for start in range(0, len(mobiles), CHUNK):
+                wanted = mobiles[start:start + CHUNK]
+                found = await self._db.execute_fetchall(
+                    f"SELECT {USER_COLUMNS} FROM user_basic WHERE mobile IN ({', '.join('?' * len(wanted))})", wanted)
+                for row in found:
+                    user = user_from_row(row)  # type: ignore[arg-type]
+                    if user is not None:
+                        users[user.mobile] = user
+            return users
 
     async def _update(self, sql: str, args: tuple[object, ...]) -> None:
         with _unavailable_on_error():
@@ -130,4 +145,5 @@ class SQLiteUserStore(UserLookups):
             await self._db.execute("SELECT 1")
 
     async def close(self) -> None:
-        await self._db.close()
+        async with self._write:  # a transaction under way ends first; one still to come finds the store closed
+            await self._db.close()
