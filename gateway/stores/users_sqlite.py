@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence, TypeVar
 
 import aiosqlite
 
@@ -30,6 +30,13 @@ def sqlite_path(url: str) -> str:
 
 DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, ValueError)  # ValueError: "Connection closed"
 CHUNK = 500  # registrations per INSERT: 2,000 parameters, well under SQLite's 32,766
+T = TypeVar("T")
+
+
+def _chunks(items: list[T]) -> Iterator[list[T]]:
+    """`items` CHUNK at a time: one statement's parameters each."""
+    for start in range(0, len(items), CHUNK):
+        yield items[start:start + CHUNK]
 
 
 def _retrieve(batch: asyncio.Task[dict[str, User]]) -> None:
@@ -97,8 +104,7 @@ class SQLiteUserStore(UserLookups):
                 # a mobile or an id taken (before, or by a row earlier in the batch): the row is ignored, and
                 # RETURNING names only the rows inserted, each of which gets its empty profile
                 inserted: list[Any] = []
-                for start in range(0, len(rows), CHUNK):
-                    chunk = rows[start:start + CHUNK]
+                for chunk in _chunks(rows):
                     inserted += await self._db.execute_fetchall(
                         "INSERT OR IGNORE INTO user_basic (user_id, mobile, user_name, last_login, status) VALUES "
                         + ", ".join(["(?, ?, ?, ?, 1)"] * len(chunk)) + " RETURNING user_id",
@@ -111,10 +117,8 @@ class SQLiteUserStore(UserLookups):
                 with contextlib.suppress(*DRIVER_ERRORS):
                     await self._db.rollback()
                 raise
-            mobiles = sorted({mobile for _, mobile in rows})
             users: dict[str, User] = {}
-            for start in range(0, len(mobiles), CHUNK):
-                wanted = mobiles[start:start + CHUNK]
+            for wanted in _chunks(sorted({mobile for _, mobile in rows})):
                 found = await self._db.execute_fetchall(
                     f"SELECT {USER_COLUMNS} FROM user_basic WHERE mobile IN ({', '.join('?' * len(wanted))})", wanted)
                 for row in found:
